@@ -1,0 +1,76 @@
+"""The value objects that travel between the stages.
+
+A page or a batch travels through a channel, never a single event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen(slots=True)
+class Event:
+    """One normalized event, ready for the `events` table."""
+
+    id: uuid.UUID
+    occurred_at: dt.datetime  # always aware, always UTC
+    session_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+    type: str | None = None
+    name: str | None = None
+    properties: Any = None  # any JSON value; stored as jsonb
+    device_type: str | None = None
+    browser: str | None = None
+
+
+@attrs.frozen(slots=True)
+class Rejected:
+    """An event that could not be stored as an `Event`, kept with its raw form and the reason."""
+
+    raw: str  # the event's JSON text as received
+    reason: str
+
+
+@attrs.frozen(slots=True)
+class Checkpoint:
+    """Where one stream (a listing, or a time shard of the feed) resumes, and how far it got.
+
+    `watermark` is the oldest instant below which nothing of this stream is committed yet:
+    listings are newest first, so everything in [watermark, until] is in the database.
+    Written in the same transaction as the events it covers.
+    """
+
+    stream: str
+    source: str  # "feed" or "events"
+    since_ms: int | None = None  # inclusive lower bound of the shard (None: open)
+    until_ms: int | None = None  # inclusive upper bound of the shard (None: open)
+    cursor: str | None = None
+    cursor_expires_at: dt.datetime | None = None
+    watermark: dt.datetime | None = None
+    done: bool = False
+    events: int = 0  # events this stream has fetched (duplicates included)
+    pages: int = 0
+
+
+@attrs.frozen(slots=True)
+class Page:
+    """One answer of a listing, as fetched: the raw events and where the stream goes next."""
+
+    stream: str
+    raw_events: list[Any]
+    next_cursor: str | None
+    cursor_expires_at: dt.datetime | None
+    checkpoint: Checkpoint  # the stream's checkpoint once this page is committed
+
+
+@attrs.frozen(slots=True)
+class Batch:
+    """What the Writer commits in one transaction: events, rejects, and the checkpoints they advance."""
+
+    events: list[Event]
+    rejected: list[Rejected]
+    checkpoints: list[Checkpoint]

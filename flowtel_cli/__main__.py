@@ -1,0 +1,3 @@
+from flowtel_cli.main import main
+
+raise SystemExit(main())
