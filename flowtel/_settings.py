@@ -1,0 +1,150 @@
+"""Settings: one frozen object, read from flags, then the environment, then a `.env` file.
+
+Every wrong value is reported as a `ConfigError` whose message names the setting in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import attrs
+
+from flowtel._errors import ConfigError
+from flowtel._secret import Secret
+
+Source = Literal["auto", "feed", "events"]
+SOURCES: tuple[Source, ...] = ("auto", "feed", "events")
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything one ingestion needs. Build it with `Settings(...)` or `Settings.from_env(...)`."""
+
+    api_url: str
+    api_key: Secret = attrs.field(converter=lambda v: v if isinstance(v, Secret) else Secret(v))
+    database_url: str | None = None  # None: an embedded PostgreSQL (see the CLI)
+    source: Source = "auto"
+    page_size: int = 5000
+    # Retries of one request before the run gives up on it (transport faults, 5xx, cut bodies).
+    max_retries: int = 12
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    # A page that comes back damaged (X-Chaos-Applied, events without id) is fetched again
+    # this many times while its cursor is valid, hoping for a whole copy.
+    damaged_page_retries: int = 3
+    request_timeout: float = 90.0
+    verify_tls: bool = True
+    # Pages buffered between stages. Bounded so that a slow Writer slows fetching down long
+    # before a waiting cursor could expire.
+    # Feed requests in flight at once (the feed announces no limits).
+    feed_concurrency: int = 4
+    channel_pages: int = 8
+    # Seconds a cursor must still have to be worth using on resume.
+    cursor_margin: float = 10.0
+    # Resumes of one stream from the same watermark before the progress guard stops the run.
+    max_resumes_without_progress: int = 3
+    # How long the Writer keeps trying to reach a database that went away.
+    db_reconnect_timeout: float = 60.0
+
+    def __attrs_post_init__(self) -> None:
+        _check_url("FLOWTEL_API_URL", self.api_url)
+        if not self.api_key:
+            raise ConfigError("FLOWTEL_API_KEY is not set")
+        if self.source not in SOURCES:
+            raise ConfigError(f"FLOWTEL_SOURCE must be one of {', '.join(SOURCES)}, not {self.source!r}")
+        if not 1 <= self.page_size <= 5000:
+            raise ConfigError(f"FLOWTEL_PAGE_SIZE must be between 1 and 5000, not {self.page_size}")
+        if self.database_url is not None:
+            _check_dsn(self.database_url)
+
+    @classmethod
+    def from_env(
+        cls,
+        flags: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | os.PathLike[str] | None = ".env",
+    ) -> Settings:
+        """Flags win over the environment, which wins over the env file.
+
+        `flags` use the environment's names (`FLOWTEL_API_URL`, `DATABASE_URL`, ...); a value
+        of None means "not given".
+        """
+        merged: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            merged.update(read_env_file(env_file))
+        merged.update(os.environ if environ is None else environ)
+        merged.update({k: str(v) for k, v in (flags or {}).items() if v is not None})
+
+        def get(name: str) -> str | None:
+            value = merged.get(name)
+            return value if value not in (None, "") else None
+
+        kwargs: dict[str, Any] = {
+            "api_url": get("FLOWTEL_API_URL") or _missing("FLOWTEL_API_URL"),
+            "api_key": get("FLOWTEL_API_KEY") or _missing("FLOWTEL_API_KEY"),
+            "database_url": get("DATABASE_URL"),
+        }
+        for field in attrs.fields(cls):
+            env_name = "FLOWTEL_" + field.name.upper()
+            if field.name in kwargs or get(env_name) is None:
+                continue
+            kwargs[field.name] = _parse(env_name, get(env_name) or "", field.default)
+        return cls(**kwargs)
+
+
+def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """`KEY=value` lines; `#` comments, `export ` prefixes and surrounding quotes are allowed."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)", line)
+        if match is None:
+            raise ConfigError(f"{path}, line {number}: expected KEY=value")
+        key, value = match.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def _missing(name: str) -> str:
+    raise ConfigError(f"{name} is not set (flag, environment or .env file)")
+
+
+def _parse(name: str, text: str, default: object) -> object:
+    try:
+        if isinstance(default, bool):
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        kind = "true or false" if isinstance(default, bool) else type(default).__name__
+        raise ConfigError(f"{name} must be {kind}, not {text!r}") from None
+    return text
+
+
+def _check_url(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http(s) URL, not {url!r}")
+
+
+def _check_dsn(dsn: str) -> None:
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgres", "postgresql"):
+        shown = f"{parts.scheme}://..." if parts.scheme else "a value without a scheme"
+        raise ConfigError(f"DATABASE_URL must be a postgresql:// URL, not {shown}")
