@@ -1,0 +1,68 @@
+"""Settings: flags over environment over .env; every wrong value named in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowtel._errors import ConfigError
+from flowtel._secret import Secret, redact
+from flowtel._settings import Settings
+
+KEY = "ds_0123456789abcdef0123456789abcdef"
+BASE = {"FLOWTEL_API_URL": "http://127.0.0.1:9", "FLOWTEL_API_KEY": KEY}
+
+
+def test_precedence_flags_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# comment\nexport FLOWTEL_API_URL='http://from-file:1'\nFLOWTEL_API_KEY=" + KEY + "\n"
+        "FLOWTEL_PAGE_SIZE=100\nDATABASE_URL=postgresql://file/db\n"
+    )
+    settings = Settings.from_env(
+        {"DATABASE_URL": "postgresql://flag/db", "FLOWTEL_SOURCE": None},
+        environ={"FLOWTEL_API_URL": "http://from-env:2", "FLOWTEL_PAGE_SIZE": "200"},
+        env_file=env_file,
+    )
+    assert settings.api_url == "http://from-env:2"
+    assert settings.database_url == "postgresql://flag/db"
+    assert settings.page_size == 200
+    assert settings.api_key.reveal() == KEY
+    assert settings.source == "auto"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"FLOWTEL_API_URL": "http://x"}, "FLOWTEL_API_KEY is not set"),
+        ({"FLOWTEL_API_KEY": KEY}, "FLOWTEL_API_URL is not set"),
+        ({**BASE, "FLOWTEL_API_URL": "ftp://x"}, "FLOWTEL_API_URL must be an http(s) URL"),
+        ({**BASE, "FLOWTEL_PAGE_SIZE": "lots"}, "FLOWTEL_PAGE_SIZE must be int, not 'lots'"),
+        ({**BASE, "FLOWTEL_PAGE_SIZE": "9000"}, "FLOWTEL_PAGE_SIZE must be between 1 and 5000"),
+        ({**BASE, "FLOWTEL_SOURCE": "ftp"}, "FLOWTEL_SOURCE must be one of auto, feed, events"),
+        ({**BASE, "FLOWTEL_VERIFY_TLS": "maybe"}, "FLOWTEL_VERIFY_TLS must be true or false"),
+        ({**BASE, "DATABASE_URL": "mysql://u:pw@h/db"}, "DATABASE_URL must be a postgresql:// URL"),
+    ],
+)
+def test_wrong_settings_are_named(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(environ=environ, env_file=None)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text and KEY not in text and "pw" not in text
+
+
+def test_bad_env_file_line(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("FLOWTEL_API_URL=http://x\nthis is not a setting\n")
+    with pytest.raises(ConfigError, match=r"line 2: expected KEY=value"):
+        Settings.from_env(environ={}, env_file=env_file)
+
+
+def test_the_key_never_shows() -> None:
+    settings = Settings.from_env(environ=BASE, env_file=None)
+    for text in (repr(settings), str(settings), f"{settings.api_key}", str(settings.api_key)):
+        assert KEY not in text
+    assert redact(f"oops {KEY} leaked", settings.api_key) == "oops *** leaked"
+    assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
