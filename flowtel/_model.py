@@ -33,6 +33,9 @@ class Rejected:
 
     raw: str  # the event's JSON text as received
     reason: str
+    # True: the event was stored, with the repairs `reason` names (a field set to null, text
+    # fixed); this keeps what was changed. False: the event was not stored at all.
+    stored: bool = False
 
 
 @attrs.frozen(slots=True)

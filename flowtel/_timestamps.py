@@ -30,11 +30,13 @@ _MAX_MS = 4_102_444_800_000  # MAX_INSTANT in epoch ms
 _SECONDS_BELOW = 100_000_000_000  # |v| < 1e11: epoch seconds; else epoch milliseconds
 _MAX_TEXT = 200  # longer "timestamps" are garbage; refuse before doing any work on them
 
-_MS = dt.timedelta(milliseconds=1)
+_fromtimestamp = dt.datetime.fromtimestamp
 
 # Stray characters removed anywhere in a string: C0/C1 controls (\t \n \x00 ...), soft hyphen,
 # zero-width and bidi marks, line/paragraph separators, word joiners, BOM, interlinear marks.
-_STRAY = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]")
+_STRAY = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u00ad\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
+)
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # ISO-8601 extended format, with `T`, space(s) or nothing between date and time (a stray tab
 # between them was removed above), an optional fraction of any length and an optional zone.
@@ -149,7 +151,10 @@ def parse_instant(value: object) -> dt.datetime:
         if ms >= _SECONDS_BELOW:
             if ms >= _MAX_MS:
                 raise BadTimestamp(f"after 2100: {_show(value)}")
-            return EPOCH + dt.timedelta(milliseconds=ms)
+            # Exact: below 2**32 s (2106) a double's error on ms / 1000 is under 0.48 µs and
+            # fromtimestamp rounds to the nearest µs (tested over the whole range). Twice as
+            # fast as EPOCH + timedelta(milliseconds=ms).
+            return _fromtimestamp(ms / 1000, UTC)
         return _from_ms(ms * 1000 if ms > -_SECONDS_BELOW else ms, value)
     if kind is str:
         text: str = value  # type: ignore[assignment]
