@@ -9,7 +9,10 @@ from flowtel._errors import (
     StreamTokenExpired,
     WriteError,
 )
+from flowtel._ingest import Run, ingest, ingest_sync
 from flowtel._model import Checkpoint, Event, Rejected
+from flowtel._settings import Settings
+from flowtel._stats import Summary
 
 __version__ = "0.1.0"
 
@@ -22,7 +25,12 @@ __all__ = [
     "FlowtelError",
     "RateLimited",
     "Rejected",
+    "Run",
+    "Settings",
     "StreamTokenExpired",
+    "Summary",
     "WriteError",
     "__version__",
+    "ingest",
+    "ingest_sync",
 ]

@@ -21,12 +21,16 @@ Source = Literal["auto", "feed", "events"]
 SOURCES: tuple[Source, ...] = ("auto", "feed", "events")
 
 
+def _as_secret(value: Secret | str) -> Secret:
+    return value if isinstance(value, Secret) else Secret(value)
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """Everything one ingestion needs. Build it with `Settings(...)` or `Settings.from_env(...)`."""
 
     api_url: str
-    api_key: Secret = attrs.field(converter=lambda v: v if isinstance(v, Secret) else Secret(v))
+    api_key: Secret = attrs.field(converter=_as_secret)
     database_url: str | None = None  # None: an embedded PostgreSQL (see the CLI)
     source: Source = "auto"
     page_size: int = 5000
@@ -56,7 +60,9 @@ class Settings:
         if not self.api_key:
             raise ConfigError("FLOWTEL_API_KEY is not set")
         if self.source not in SOURCES:
-            raise ConfigError(f"FLOWTEL_SOURCE must be one of {', '.join(SOURCES)}, not {self.source!r}")
+            raise ConfigError(
+                f"FLOWTEL_SOURCE must be one of {', '.join(SOURCES)}, not {self.source!r}"
+            )
         if not 1 <= self.page_size <= 5000:
             raise ConfigError(f"FLOWTEL_PAGE_SIZE must be between 1 and 5000, not {self.page_size}")
         if self.database_url is not None:

@@ -1,0 +1,263 @@
+"""The Paginator: walks one stream (a listing, or a since/until shard of the feed) page by page.
+
+It sends each page into a bounded channel with the checkpoint the stream will have once the
+page is committed. It never edits a cursor; when one expires it resumes from the stream's
+watermark with the feed's `until` (the bound is inclusive, so ties at the edge come again and
+deduplicate on id), and walks the listing again from the top only when there is no feed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from flowtel._api import Answer, Api
+from flowtel._errors import (
+    ApiError,
+    CursorExpired,
+    CursorInvalid,
+    FeedUnavailable,
+    NoProgress,
+    RateLimited,
+    StreamTokenExpired,
+    TransientError,
+)
+from flowtel._model import Checkpoint, Page
+from flowtel._ratelimit import RateLimiter
+from flowtel._retry import Backoff
+from flowtel._stats import RunStats
+from flowtel._timestamps import BadTimestamp, parse_instant
+from flowtel._tokens import TokenKeeper
+
+log = logging.getLogger("flowtel.paginator")
+
+EVENTS_PATH = "/api/v1/events"
+
+
+@attrs.define
+class Fetcher:
+    """What every Paginator shares: the API, the buckets, the feed's tokens, the counters."""
+
+    api: Api
+    events_limiter: RateLimiter
+    feed_limiter: RateLimiter
+    feed_slots: trio.CapacityLimiter
+    tokens: TokenKeeper | None
+    backoff: Backoff
+    stats: RunStats
+    page_size: int = 5000
+    damaged_page_retries: int = 3
+    wall_clock: Callable[[], float] = time.time
+
+    async def fetch(self, source: str, params: dict[str, Any], cursor_deadline: float) -> Answer:
+        """One page, retried through faults while its cursor lives. Raises CursorExpired."""
+        faults = 0
+        damaged = 0
+        while True:
+            if trio.current_time() >= cursor_deadline:
+                raise CursorExpired(400, "CURSOR_EXPIRED", "the cursor's lifetime ran out here")
+            try:
+                answer = await self._send(source, params)
+            except RateLimited:
+                # The bucket now holds every task back until Retry-After has passed.
+                continue
+            except TransientError as exc:
+                faults += 1
+                if faults > self.backoff.max_retries:
+                    raise
+                self.stats.retries += 1
+                log.info("%s; retry %d", exc, faults)
+                await trio.sleep(self.backoff.delay(faults))
+                continue
+            if _looks_damaged(answer) and damaged < self.damaged_page_retries:
+                # Faults are per answer: the same cursor may well come back whole.
+                damaged += 1
+                self.stats.damaged_pages += 1
+                continue
+            return answer
+
+    async def _send(self, source: str, params: dict[str, Any]) -> Answer:
+        if source == "events":
+            return await self._send_on(self.events_limiter, EVENTS_PATH, params, None)
+        if self.tokens is None:
+            raise FeedUnavailable("the feed is not in use in this run")
+        async with self.feed_slots:
+            access = await self.tokens.get()
+            try:
+                return await self._send_on(
+                    self.feed_limiter, access.endpoint, params, (access.header, access.token)
+                )
+            except StreamTokenExpired:
+                self.tokens.refused(access)
+                raise TransientError("the stream token was refused; getting a new one") from None
+
+    async def _send_on(
+        self, limiter: RateLimiter, path: str, params: dict[str, Any], token: Any
+    ) -> Answer:
+        ticket = await limiter.acquire()
+        self.stats.requests += 1
+        headers = {token[0]: token[1].reveal()} if token else {}
+        secrets = (token[1],) if token else ()
+        try:
+            answer = await self.api.request(
+                "GET", path, params=params, headers=headers, secrets=secrets
+            )
+        except RateLimited as exc:
+            self.stats.throttled += 1
+            limiter.throttled_by_server(ticket, exc.retry_after)
+            raise
+        except ApiError as exc:
+            limiter.answered(ticket, {})
+            raise exc from None
+        except TransientError:
+            limiter.failed(ticket)
+            raise
+        limiter.answered(ticket, answer.headers)
+        return answer
+
+
+async def paginate(
+    checkpoint: Checkpoint,
+    fetcher: Fetcher,
+    send_pages: trio.MemorySendChannel[Page],
+    *,
+    max_resumes_without_progress: int = 3,
+    cursor_margin: float = 10.0,
+) -> None:
+    """Walk one stream to its end, sending every page with its checkpoint into `send_pages`."""
+    async with send_pages:
+        cp = checkpoint
+        now_wall = fetcher.wall_clock()
+        deadline = trio.current_time() + _seconds_left(cp.cursor_expires_at, now_wall)
+        if cp.cursor is not None and deadline - trio.current_time() < cursor_margin:
+            log.info("%s: the saved cursor has expired; resuming from the watermark", cp.stream)
+            cp = attrs.evolve(cp, cursor=None, cursor_expires_at=None)
+        stuck_at: dt.datetime | None = None
+        stuck = 0
+        while not cp.done:
+            params = request_params(cp, fetcher.page_size)
+            if cp.cursor is None and cp.source == "events" and cp.watermark is not None:
+                fetcher.stats.rescans += 1
+                log.warning(
+                    "%s: no cursor and no feed to resume from; walking the listing again from "
+                    "the top (events already stored are skipped on id)",
+                    cp.stream,
+                )
+            try:
+                answer = await fetcher.fetch(
+                    cp.source, params, deadline if cp.cursor else float("inf")
+                )
+            except (CursorExpired, CursorInvalid) as exc:
+                fetcher.stats.resumes += 1
+                if stuck and cp.watermark == stuck_at:
+                    stuck += 1
+                    if stuck > max_resumes_without_progress:
+                        raise NoProgress(
+                            f"{cp.stream}: resumed {stuck - 1} times from the same watermark "
+                            f"({cp.watermark}) without getting further; stopping"
+                        ) from None
+                else:
+                    stuck_at, stuck = cp.watermark, 1
+                where = f"watermark {cp.watermark.isoformat()}" if cp.watermark else "its start"
+                log.warning("%s: cursor refused (%s); resuming from %s", cp.stream, exc.code, where)
+                cp = attrs.evolve(cp, cursor=None, cursor_expires_at=None)
+                if cp.source == "events" and fetcher.tokens is not None and cp.watermark:
+                    # The feed can take up where the listing's cursor left off.
+                    cp = attrs.evolve(cp, source="feed")
+                continue
+            except ApiError as exc:
+                if exc.status == 418 and cp.source == "feed":
+                    # The feed answers 418 for a range outside the data: nothing to fetch here.
+                    log.info("%s: the feed has no data in this range (418)", cp.stream)
+                    cp = attrs.evolve(cp, cursor=None, cursor_expires_at=None, done=True)
+                    await send_pages.send(Page(cp.stream, [], None, None, cp))
+                    return
+                raise
+            page, deadline = _page_from(answer, cp, fetcher.wall_clock())
+            cp = page.checkpoint
+            await send_pages.send(page)
+
+
+def request_params(cp: Checkpoint, page_size: int) -> dict[str, Any]:
+    """The query for the stream's next page: its cursor, or a range ending at its watermark."""
+    params: dict[str, Any] = {"limit": page_size}
+    until = cp.until_ms
+    if cp.source == "feed" and cp.cursor is None and cp.watermark is not None:
+        watermark_ms = _to_ms(cp.watermark)
+        until = watermark_ms if until is None else min(until, watermark_ms)
+    if cp.source == "feed":
+        if cp.since_ms is not None:
+            params["since"] = cp.since_ms
+        if until is not None:
+            params["until"] = until
+    if cp.cursor is not None:
+        params["cursor"] = cp.cursor
+    return params
+
+
+def _page_from(answer: Answer, cp: Checkpoint, now_wall: float) -> tuple[Page, float]:
+    data = answer.body.get("data")
+    pagination = answer.body.get("pagination")
+    if not isinstance(data, list) or not isinstance(pagination, dict):
+        raise TransientError("a 200 without data and pagination")
+    cursor = pagination.get("nextCursor")
+    has_more = bool(pagination.get("hasMore")) and isinstance(cursor, str) and bool(cursor)
+    lifetime = pagination.get("cursorExpiresIn")
+    lifetime = float(lifetime) if isinstance(lifetime, int | float) else 60.0
+    # The cursor was issued after the request left: counting from then is never late.
+    deadline = trio.current_time() - answer.elapsed + lifetime
+    expires_at = dt.datetime.fromtimestamp(now_wall - answer.elapsed + lifetime, dt.UTC)
+    oldest = oldest_instant(data)
+    watermark = cp.watermark if oldest is None else min(oldest, cp.watermark or oldest)
+    next_cp = attrs.evolve(
+        cp,
+        cursor=cursor if has_more else None,
+        cursor_expires_at=expires_at if has_more else None,
+        watermark=watermark,
+        done=not has_more,
+        events=cp.events + len(data),
+        pages=cp.pages + 1,
+    )
+    page = Page(cp.stream, data, next_cp.cursor, next_cp.cursor_expires_at, next_cp)
+    return page, deadline
+
+
+def oldest_instant(raw_events: list[Any]) -> dt.datetime | None:
+    """The instant of the last event that has a usable one.
+
+    Listings are newest first, so that is the page's oldest, or (if a repeated or damaged event
+    sits at the end) a newer one: resuming from a newer instant only fetches more overlap.
+    """
+    for raw in reversed(raw_events):
+        if isinstance(raw, dict):
+            try:
+                return parse_instant(raw.get("timestamp"))
+            except BadTimestamp:
+                continue
+    return None
+
+
+def _looks_damaged(answer: Answer) -> bool:
+    if answer.headers.get("x-chaos-applied"):
+        return True
+    data = answer.body.get("data")
+    return isinstance(data, list) and any(
+        not isinstance(e, dict) or e.get("id") is None or e.get("timestamp") is None for e in data
+    )
+
+
+def _seconds_left(expires_at: dt.datetime | None, now_wall: float) -> float:
+    return -1.0 if expires_at is None else expires_at.timestamp() - now_wall
+
+
+def _to_ms(instant: dt.datetime) -> int:
+    return (instant - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

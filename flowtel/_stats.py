@@ -1,0 +1,54 @@
+"""Counters of one run, shared by the stages, and the summary `ingest` returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+@attrs.define
+class RunStats:
+    started_at: float = 0.0  # trio clock
+    requests: int = 0
+    throttled: int = 0  # 429 answers
+    retries: int = 0  # requests sent again after a fault (429s not included)
+    damaged_pages: int = 0  # pages fetched again because they came back damaged
+    pages: int = 0
+    fetched: int = 0  # events received, repeats included
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    resumes: int = 0  # cursors that expired and were replaced by a watermark query
+    rescans: int = 0  # listings walked again from the top (no feed to resume with)
+    tokens: int = 0
+
+
+@attrs.frozen
+class Summary:
+    """What one `ingest` did. `outcome` is "complete" when every stream reached its end."""
+
+    outcome: str
+    inserted: int
+    duplicates: int
+    rejected: int
+    requests: int
+    throttled: int
+    retries: int
+    pages: int
+    elapsed: float
+    total_in_database: int
+    api_total: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    def line(self) -> str:
+        rate = self.inserted / self.elapsed if self.elapsed > 0 else 0.0
+        total = f"/{self.api_total:,}" if self.api_total is not None else ""
+        return (
+            f"{self.outcome}: {self.inserted:,} new events in {self.elapsed:.1f} s "
+            f"({rate:,.0f}/s), {self.duplicates:,} duplicates skipped, {self.rejected:,} rejected, "
+            f"{self.requests:,} requests, {self.throttled:,} throttled (429), "
+            f"{self.retries:,} retries; database holds {self.total_in_database:,}{total} events"
+        )
