@@ -153,7 +153,7 @@ converter.register_unstructure_hook(uuid.UUID, str)
 converter.register_unstructure_hook(dt.datetime, format_instant)
 
 # Event from the API's wire shape. Per-field hooks are given directly, so the generated function
-# calls them without going through the converter's Optional/union dispatch (measured: ~2x).
+# calls them without the converter's Optional/union dispatch (bench: 6.0 -> 3.9 µs/event).
 # device_type and browser both read the nested `session` object, each its own key of it.
 converter.register_structure_hook(
     Event,
