@@ -1,0 +1,91 @@
+"""ingest(): the whole pipeline in-process, on the simulator and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import trio
+
+import flowtel
+from flowtel import Settings
+from flowtel.testing import Endpoint, Latency, Simulator, SimulatorTransport, Window, profile
+
+try:
+    from tests.helpers import expected_rows, stored_rows
+except ImportError:
+    from helpers import expected_rows, stored_rows  # type: ignore[no-redef]
+
+
+def quick_chaos(events: int, seed: int) -> Simulator:
+    """The chaos profile's faults without its waits: these tests run in real time (the
+    Writer's database I/O cannot run under a virtual clock), so limits and latency stay off;
+    tests in virtual time and the end-to-end tests cover those."""
+    chaos = profile("chaos")
+    faults = attrs.evolve(chaos.listing.faults, slow_s=(0.01, 0.05))
+
+    def calm(endpoint: Endpoint) -> Endpoint:
+        return attrs.evolve(endpoint, window=Window(), latency=Latency(), faults=faults)
+
+    return Simulator(
+        attrs.evolve(
+            chaos, events=events, seed=seed, listing=calm(chaos.listing), feed=calm(chaos.feed)
+        )
+    )
+
+
+def settings_for(sim: Simulator, database_url: str, **changes: object) -> Settings:
+    base = Settings(
+        api_url=sim.config.base_url,
+        api_key=sim.api_key,
+        database_url=database_url,
+        page_size=500,
+        backoff_base=0.05,
+        backoff_cap=1.0,
+    )
+    return attrs.evolve(base, **changes)
+
+
+async def test_chaos_run_stores_exactly_the_dataset(database_url: str, pg_admin: object) -> None:
+    sim = quick_chaos(4_000, seed=13)
+    summary = await flowtel.ingest(
+        settings_for(sim, database_url), transport=SimulatorTransport(sim)
+    )
+    rows, count = stored_rows(pg_admin)
+    assert rows == expected_rows(sim)
+    assert count == len(sim.dataset)
+    assert summary.outcome == "complete"
+    assert summary.total_in_database == len(sim.dataset) == summary.api_total
+    assert summary.inserted == len(sim.dataset)
+    assert summary.retries > 0
+
+
+@pytest.mark.parametrize("source", ["events", "feed"])
+async def test_each_source_alone(database_url: str, pg_admin: object, source: str) -> None:
+    sim = Simulator(attrs.evolve(profile("fast"), events=3_000, seed=3))
+    settings = settings_for(sim, database_url, source=source)
+    summary = await flowtel.ingest(settings, transport=SimulatorTransport(sim))
+    rows, _ = stored_rows(pg_admin)
+    assert rows == expected_rows(sim)
+    assert summary.requests == summary.pages == 3_000 // 500
+
+
+async def test_cancelled_run_resumes_exactly(database_url: str, pg_admin: object) -> None:
+    sim = quick_chaos(5_000, seed=21)
+    settings = settings_for(sim, database_url, page_size=250)
+    for stop_after in (0.2, 0.4, 0.8):  # wherever these land, the end state must be exact
+        with trio.move_on_after(stop_after):
+            await flowtel.ingest(settings, transport=SimulatorTransport(sim))
+    summary = await flowtel.ingest(settings, transport=SimulatorTransport(sim))
+    rows, count = stored_rows(pg_admin)
+    assert rows == expected_rows(sim) and count == len(sim.dataset)
+    assert summary.outcome == "complete"
+    checkpoints = pg_admin.fetch("SELECT done FROM checkpoints")  # type: ignore[attr-defined]
+    assert checkpoints and all(row["done"] for row in checkpoints)
+
+
+async def test_a_finished_run_has_nothing_left(database_url: str, pg_admin: object) -> None:
+    sim = Simulator(attrs.evolve(profile("fast"), events=1_000))
+    settings = settings_for(sim, database_url)
+    await flowtel.ingest(settings, transport=SimulatorTransport(sim))
+    again = await flowtel.ingest(settings, transport=SimulatorTransport(sim))
+    assert again.outcome == "complete" and again.inserted == 0 and again.pages == 0
