@@ -60,7 +60,7 @@ async def test_listing_is_walked_whole_and_paced_by_its_headers(
 ) -> None:
     sim = quiet_sim(3_500, listing=attrs.evolve(QUIET, window=Window(10, 60.0)))
     recorder = Recorder(sim)
-    pages, stats = await walk(sim, Checkpoint("events", "events"), recorder=recorder)
+    pages, _ = await walk(sim, Checkpoint("events", "events"), recorder=recorder)
     assert ids_of(pages) == list(sim.dataset.ids())
     assert recorder.times("/api/v1/events") == [0.0] * 10 + [60.0] * 10 + [120.0] * 10 + [180.0] * 5
     assert [s for _, _, s in recorder.log].count(429) == 0

@@ -34,7 +34,9 @@ class FixedWindow:
         }
 
 
-async def send(limiter: RateLimiter, server: FixedWindow, log: list[float], latency: float = 0.0) -> None:
+async def send(
+    limiter: RateLimiter, server: FixedWindow, log: list[float], latency: float = 0.0
+) -> None:
     ticket = await limiter.acquire()
     log.append(trio.current_time())
     await trio.sleep(latency)
