@@ -43,7 +43,17 @@ DEVICES = ("mobile", "tablet", "desktop")
 BROWSERS = ("Chrome", "Safari", "Firefox", "Edge")
 _PAGES = ("/home", "/pricing", "/docs", "/blog", "/signup", "/checkout", "/account", "/search")
 _ALNUM = "0123456789abcdefghijklmnopqrstuvwxyz"
-DETAILS = 4096  # distinct (type, name, properties) combinations
+DETAILS = 4096
+# `{"id":"<uuid>",` records, filled digit by digit: (offset in record, p or q, hex digit).
+_ID_TEMPLATE = b'{"id":"00000000-0000-4000-8000-000000000000",'
+_ID_RECORD = len(_ID_TEMPLATE)
+_ID_LAYOUT = (
+    [(7 + d, 0, 1 + d) for d in range(8)]
+    + [(16 + d, 0, 9 + d) for d in range(4)]
+    + [(22 + d, 0, 13 + d) for d in range(3)]
+    + [(26 + d, 1, d) for d in range(4)]
+    + [(31 + d, 1, 4 + d) for d in range(12)]
+)  # distinct (type, name, properties) combinations
 
 
 def derive(seed: int, label: str) -> int:
@@ -96,12 +106,12 @@ class Dataset:
         self._start = cfg.newest_ms - cfg.newest_ms % 1000
         self._tie = int(cfg.tie_share * 256)
         self._whole = int(cfg.whole_second_share * 256)
-        # Id bijection on 60 bits (odd multipliers, xorshifts >= half the width).
+        # Id: p = xorshift(odd multiplier * (i ^ k0)) is a bijection on 60 bits (the shift is
+        # at least half the width, so the xorshift is its own inverse); q = c * p + k1 fills the
+        # other 62 bits and lets a foreign id be told apart.
         self._k0 = derive(cfg.seed, "id-xor") & _M60
         self._a = derive(cfg.seed, "id-a") & _M60 | 1
-        self._b = derive(cfg.seed, "id-b") & _M60 | 1
         self._a_inv = pow(self._a, -1, 1 << 60)
-        self._b_inv = pow(self._b, -1, 1 << 60)
         self._k1 = derive(cfg.seed, "id-q") & _M62
         self._c = derive(cfg.seed, "id-c") & _M62 | 1
         # Users and sessions: a small table sized from N.
@@ -152,45 +162,40 @@ class Dataset:
 
     # -- blocks --------------------------------------------------------------------------
     def _compute_block(self, b: int) -> tuple[list[int], tuple[int, ...]]:
+        """(instants, random words) of block b, from (seed, b) only.
+
+        Offsets from the block's start are drawn, some rounded up to a whole second (the
+        start is a whole second, so the instant is one too), some copied from a neighbour
+        (a tie); sorted, they give non-increasing instants without any carried state.
+        """
         words = _UNPACK(random.Random(self._block_key | b).randbytes(16 * BLOCK))
         span = self._span
         start = self._start - b * span
-        offsets = sorted([w % span for w in words[:BLOCK]])
         tie, whole = self._tie, self._whole
-        times: list[int] = []
-        prev = start
-        for j in range(BLOCK):
-            flags = words[j] >> 48
-            c = start - offsets[j]
-            if (flags & 0xFF) < whole:
-                c -= c % 1000
-            if j and ((flags >> 8) & 0xFF) < tie:
-                c = prev
-            prev = c if c < prev else prev
-            times.append(prev)
-        return times, words[BLOCK:]
+        head = words[:BLOCK]
+        offsets = [
+            -(-(w % span) // 1000) * 1000 if (w >> 48) & 0xFF < whole else w % span for w in head
+        ]
+        offsets = [offsets[j - 1] if (head[j] >> 56) < tie else offsets[j] for j in range(BLOCK)]
+        offsets.sort()
+        return [start - o for o in offsets], words[BLOCK:]
 
     def _compute_ids(self, b: int) -> list[str]:
-        """The ids of block b, all at once (same values as `id`, hex of a whole block)."""
-        k0, a, bm, k1, c = self._k0, self._a, self._b, self._k1, self._c
-        ps: list[int] = []
-        qs: list[int] = []
-        for i in range(b * BLOCK, min(self._n, (b + 1) * BLOCK)):
-            x = ((i ^ k0) * a) & _M60
-            x ^= x >> 30
-            x = (x * bm) & _M60
-            p = x ^ (x >> 30)
-            ps.append(p)
-            q = ((p ^ k1) * c) & _M62
-            qs.append(q ^ (q >> 31) | _VARIANT)
-        fmt = f">{len(ps)}Q"
-        hp = struct.pack(fmt, *ps).hex()
-        hq = struct.pack(fmt, *qs).hex()
-        return [
-            f'{{"id":"{hp[o + 1 : o + 9]}-{hp[o + 9 : o + 13]}-4{hp[o + 13 : o + 16]}'
-            f'-{hq[o : o + 4]}-{hq[o + 4 : o + 16]}",'
-            for o in range(0, 16 * len(ps), 16)
+        """`{"id":"<id>",` of each event of block b (same ids as `id`, hex of a whole block)."""
+        k0, a, k1, c = self._k0, self._a, self._k1, self._c
+        ps = [
+            (x := ((i ^ k0) * a) & _M60) ^ (x >> 30)
+            for i in range(b * BLOCK, min(self._n, (b + 1) * BLOCK))
         ]
+        qs = [(p * c + k1) & _M62 | _VARIANT for p in ps]
+        n = len(ps)
+        fmt = f">{n}Q"
+        hexes = (struct.pack(fmt, *ps).hex().encode(), struct.pack(fmt, *qs).hex().encode())
+        buf = bytearray(_ID_TEMPLATE * n)
+        for dst, src, k in _ID_LAYOUT:  # one strided copy per hex digit, for the whole block
+            buf[dst::_ID_RECORD] = hexes[src][k::16]
+        text = buf.decode()
+        return [text[o : o + _ID_RECORD] for o in range(0, n * _ID_RECORD, _ID_RECORD)]
 
     def instant_ms(self, i: int) -> int:
         """The canonical instant of event `i` in epoch milliseconds."""
@@ -206,16 +211,16 @@ class Dataset:
             raise IndexError(i)
 
     # -- ids -----------------------------------------------------------------------------
+    def _p(self, i: int) -> int:
+        x = ((i ^ self._k0) * self._a) & _M60
+        return x ^ (x >> 30)
+
     def _q(self, p: int) -> int:
-        q = ((p ^ self._k1) * self._c) & _M62
-        return q ^ (q >> 31)
+        return (p * self._c + self._k1) & _M62
 
     def id(self, i: int) -> str:
         """The canonical id (uuid v4) of event `i`."""
-        x = ((i ^ self._k0) * self._a) & _M60
-        x ^= x >> 30
-        x = (x * self._b) & _M60
-        p = x ^ (x >> 30)
+        p = self._p(i)
         h1 = f"{p:015x}"
         h2 = f"{self._q(p) | _VARIANT:016x}"
         return f"{h1[:8]}-{h1[8:12]}-4{h1[12:]}-{h2[:4]}-{h2[4:]}"
@@ -234,10 +239,7 @@ class Dataset:
             return None
         if q >> 62 != 2 or self._q(p) != q & _M62:
             return None
-        x = p ^ (p >> 30)
-        x = (x * self._b_inv) & _M60
-        x ^= x >> 30
-        i = ((x * self._a_inv) & _M60) ^ self._k0
+        i = (((p ^ (p >> 30)) * self._a_inv) & _M60) ^ self._k0
         return i if i < self._n else None
 
     def ids(self) -> Iterator[str]:
@@ -287,26 +289,22 @@ class Dataset:
     def render(self, lo: int, hi: int, mix: FormatMix) -> list[str]:
         """JSON texts of events lo..hi-1 (the hot path: precomputed fragments only)."""
         out: list[str] = []
-        append = out.append
         head, tail, det = self._head, self._tail, self._detail_json
         n_s = len(head)
         with_ms, whole = mix.with_ms, mix.whole_second
-        b, j = divmod(lo, BLOCK)
-        i = lo
-        while i < hi:
+        for b in range(lo // BLOCK, (hi - 1) // BLOCK + 1):
             times, words = self._block(b)
             ids = self._ids_cache(b)
-            stop = min(BLOCK, j + hi - i)
-            for k in range(j, stop):
-                w = words[k]
-                s = w % n_s
-                t = times[k]
-                r = w >> 36
-                ts = (with_ms if t % 1000 else whole)[r & 0xFF](t, r >> 8)
-                append(f"{ids[k]}{head[s]}{det[(w >> 24) % DETAILS]}{ts}{tail[s]}")
-            i += stop - j
-            b += 1
-            j = 0
+            first = max(lo - b * BLOCK, 0)
+            last = min(hi - b * BLOCK, len(ids))
+            if first or last < BLOCK:
+                times, words, ids = times[first:last], words[first:last], ids[first:last]
+            sess = [w % n_s for w in words]
+            out += [
+                f"{i}{head[s]}{det[(w >> 24) % DETAILS]}"
+                f"{(with_ms if t % 1000 else whole)[(w >> 36) & 0xFF](t, w >> 44)}{tail[s]}"
+                for i, s, w, t in zip(ids, sess, words, times, strict=True)
+            ]
         return out
 
     # -- search --------------------------------------------------------------------------

@@ -14,20 +14,30 @@ _OFFSETS = ((120, "+02:00"), (-300, "-05:00"), (330, "+05:30"), (0, "+00:00"))
 _STRAY = ("\\u200b", "\\t", "\\u200b ", "\\n", "\\ufeff")
 
 
-@functools.cache
-def _hms() -> list[str]:
-    return [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(86400)]
+_HMS: list[str] = []  # "HH:MM:SS" for every second of a day, built on first use
+_DAYS: dict[int, str] = {}  # day number -> "YYYY-MM-DDT" (bounded below)
 
 
-@functools.lru_cache(maxsize=4096)
-def _date(day: int) -> str:
-    return (_EPOCH + dt.timedelta(days=day)).isoformat()
+def _tables() -> None:
+    if not _HMS:
+        _HMS.extend(f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(86400))
+
+
+def _day(day: int) -> str:
+    if len(_DAYS) > 4096:
+        _DAYS.clear()
+    text = _DAYS[day] = (_EPOCH + dt.timedelta(days=day)).isoformat() + "T"
+    return text
 
 
 def iso(ms: int, sep: str = "T") -> str:
     """`2026-01-27T19:19:13.629` (no zone suffix)."""
+    _tables()
     day, rem = divmod(ms, 86_400_000)
-    return f"{_date(day)}{sep}{_hms()[rem // 1000]}{_MS[rem % 1000]}"
+    date = _DAYS.get(day) or _day(day)
+    if sep != "T":
+        date = date[:-1] + sep
+    return f"{date}{_HMS[rem // 1000]}{_MS[rem % 1000]}"
 
 
 def _ms(t: int, r: int) -> str:
@@ -35,7 +45,8 @@ def _ms(t: int, r: int) -> str:
 
 
 def _iso_z(t: int, r: int) -> str:
-    return f'"{iso(t)}Z"'
+    day, rem = divmod(t, 86_400_000)
+    return f'"{_DAYS.get(day) or _day(day)}{_HMS[rem // 1000]}{_MS[rem % 1000]}Z"'
 
 
 def _seconds(t: int, r: int) -> str:
@@ -101,6 +112,7 @@ class FormatMix:
     """Picks a rendering from weights, lossy formats only for whole-second instants."""
 
     def __init__(self, weights: Mapping[str, float]) -> None:
+        _tables()
         every = tuple((k, float(w)) for k, w in sorted(weights.items()) if w > 0)
         exact = tuple((k, w) for k, w in every if k not in LOSSY_FORMATS) or (("iso_z", 1.0),)
         self.whole_second = _table(every)

@@ -83,6 +83,9 @@ async def _serve_connection(sim: Simulator, stream: trio.SocketStream) -> None:
             for raw_name, raw_value in event.headers:
                 name, value = raw_name.decode().lower(), raw_value.decode("latin-1")
                 headers[name] = f"{headers[name]}, {value}" if name in headers else value
+            chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+            if not chunked and headers.get("content-length", "0").strip() in ("", "0"):
+                await _drain(conn)  # no body: take the EndOfMessage now
             request = Request(
                 method=event.method.decode(),
                 path=target.path,
