@@ -32,7 +32,7 @@ def test_cli_prints_its_line_and_serves_a_page() -> None:
             "1000",
             "--seed",
             "3",
-        ],  # fmt: skip
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
