@@ -9,7 +9,8 @@ how a stage says it is done.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -18,7 +19,7 @@ import trio
 
 from flowtel._api import Api
 from flowtel._database import Database, open_database
-from flowtel._errors import ApiError, ConfigError, FeedUnavailable, TransientError
+from flowtel._errors import ApiError, ConfigError, FeedUnavailable, TransientError, WriteError
 from flowtel._model import Batch, Checkpoint, Page
 from flowtel._normalize import normalize
 from flowtel._paginator import Fetcher, paginate
@@ -61,7 +62,7 @@ async def ingest(
         raise ValueError("ingest() needs settings.database_url (the CLI starts an embedded one)")
     run = Run(RunStats(started_at=trio.current_time()))
     async with (
-        open_database(settings.database_url, reconnect_timeout=settings.db_reconnect_timeout) as db,
+        connect_database(settings.database_url, settings.db_reconnect_timeout) as db,
         http_client(settings, transport) as http,
     ):
         api = Api(http, settings.api_key)
@@ -227,6 +228,21 @@ async def _summarize(db: Database, run: Run) -> Summary:
         total_in_database=await db.count_events(),
         api_total=run.api_total,
     )
+
+
+@asynccontextmanager
+async def connect_database(dsn: str, reconnect_timeout: float = 60.0) -> AsyncIterator[Database]:
+    """`open_database`, where a database that cannot be reached at the start is a wrong
+    setting (exit 2 at the CLI); once open, losing it is a `WriteError` as usual."""
+    opened = False
+    try:
+        async with open_database(dsn, reconnect_timeout=reconnect_timeout) as db:
+            opened = True
+            yield db
+    except WriteError as exc:
+        if opened:
+            raise
+        raise ConfigError(f"DATABASE_URL: {exc}") from None
 
 
 def http_client(

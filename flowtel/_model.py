@@ -72,7 +72,7 @@ class Page:
 
 @attrs.frozen(slots=True)
 class Batch:
-    """What the Writer commits in one transaction: events, rejects, and the checkpoints they advance."""
+    """What the Writer commits in one transaction: events, rejects, the checkpoints they advance."""
 
     events: list[Event]
     rejected: list[Rejected]

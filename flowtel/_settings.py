@@ -80,11 +80,7 @@ class Settings:
         `flags` use the environment's names (`FLOWTEL_API_URL`, `DATABASE_URL`, ...); a value
         of None means "not given".
         """
-        merged: dict[str, str] = {}
-        if env_file is not None and Path(env_file).is_file():
-            merged.update(read_env_file(env_file))
-        merged.update(os.environ if environ is None else environ)
-        merged.update({k: str(v) for k, v in (flags or {}).items() if v is not None})
+        merged = merged_environment(flags, environ, env_file)
 
         def get(name: str) -> str | None:
             value = merged.get(name)
@@ -101,6 +97,20 @@ class Settings:
                 continue
             kwargs[field.name] = _parse(env_name, get(env_name) or "", field.default)
         return cls(**kwargs)
+
+
+def merged_environment(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    env_file: str | os.PathLike[str] | None = ".env",
+) -> dict[str, str]:
+    """Every setting by its environment name: flags over environment over the env file."""
+    merged: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        merged.update(read_env_file(env_file))
+    merged.update(os.environ if environ is None else environ)
+    merged.update({k: str(v) for k, v in (flags or {}).items() if v is not None})
+    return merged
 
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:

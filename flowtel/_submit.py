@@ -10,9 +10,9 @@ import httpx
 import orjson
 
 from flowtel._api import Api
-from flowtel._database import Database, open_database
+from flowtel._database import Database
 from flowtel._errors import ApiError, FlowtelError
-from flowtel._ingest import api_total, http_client
+from flowtel._ingest import api_total, connect_database, http_client
 from flowtel._settings import Settings
 
 log = logging.getLogger("flowtel.submit")
@@ -36,7 +36,7 @@ async def submit(
     if settings.database_url is None:
         raise ValueError("submit() needs settings.database_url")
     async with (
-        open_database(settings.database_url) as db,
+        connect_database(settings.database_url, settings.db_reconnect_timeout) as db,
         http_client(settings, transport) as http,
     ):
         api = Api(http, settings.api_key)
@@ -110,8 +110,12 @@ async def _id_lines(db: Database) -> AsyncIterator[bytes]:
 
 
 def describe(body: dict[str, Any]) -> str:
-    data = body.get("data") if isinstance(body.get("data"), dict) else {}
-    assert isinstance(data, dict)
+    """One line of the API's answer: its message and the counts it gives (a simulator's answer
+    also carries `check`: missing, extra and repeated ids)."""
+    data = body.get("data")
+    data = data if isinstance(data, dict) else {}
+    check = data.get("check")
+    counts = {**data, **(check if isinstance(check, dict) else {})}
     parts = [str(body.get("message") or ("accepted" if body.get("success") else "not accepted"))]
     for key in (
         "eventCount",
@@ -121,6 +125,6 @@ def describe(body: dict[str, Any]) -> str:
         "submissionNumber",
         "remainingSubmissions",
     ):
-        if key in data:
-            parts.append(f"{key}={data[key]}")
+        if key in counts:
+            parts.append(f"{key}={counts[key]}")
     return " ".join(parts)

