@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS rejected_events (
     id          bigserial PRIMARY KEY,
     raw         text NOT NULL,
     reason      text NOT NULL,
+    -- true: the event was stored after the repairs `reason` names; false: not stored at all.
+    stored      boolean NOT NULL DEFAULT false,
     stream      text,
     rejected_at timestamptz NOT NULL DEFAULT now()
 );
