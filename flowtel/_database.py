@@ -112,6 +112,7 @@ class CommitResult:
     inserted: int  # new rows in `events`
     duplicates: int  # events of the batch already stored, or repeated within it
     rejected: int  # rows added to `rejected_events` (the batch's own and any the writer refused)
+    seconds: float = 0.0  # how long the transaction took, set by the Writer
 
 
 def redact_dsn(dsn: str) -> str:
@@ -331,7 +332,14 @@ class Database:
 
     async def _in_transaction(self, conn: Any, body: Callable[[], Awaitable[T]]) -> T:
         tx = conn.transaction()
-        await self._aio(tx.start)
+        # BEGIN is shielded too: cancelled half-way, it leaves the connection in a transaction
+        # that nobody rolls back, and the pool's reset then fails on the asyncio side.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + TXN_END_TIMEOUT
+            await self._aio(tx.start)
+        if scope.cancelled_caught:
+            _terminate(conn)
+            raise TimeoutError(f"BEGIN took longer than {TXN_END_TIMEOUT:g} s")
         try:
             result = await body()
         except BaseException:
