@@ -92,14 +92,16 @@ class Api:
             raise _error_for(response, path)
         body = decode_json(response.content, path)
         if not isinstance(body, dict):
-            raise TransientError(f"{path}: 200 with a {type(body).__name__} body, not an object")
+            raise TransientError(
+                f"{path}: 200 with a {type(body).__name__} body, not an object", 200
+            )
         return Answer(body=body, headers=response.headers, elapsed=elapsed)
 
 
 def decode_json(content: bytes, path: str) -> Any:
     """JSON of a 200 body. A cut or empty body is a fault of the transport, not data."""
     if not content.strip():
-        raise TransientError(f"{path}: 200 with an empty body")
+        raise TransientError(f"{path}: 200 with an empty body", 200)
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError as exc:
@@ -110,7 +112,8 @@ def decode_json(content: bytes, path: str) -> Any:
     except ValueError:
         raise TransientError(
             f"{path}: 200 whose body is not valid JSON ({len(content)} bytes, cut off?): "
-            f"{orjson_error}"
+            f"{orjson_error}",
+            200,
         ) from None
 
 
@@ -131,7 +134,7 @@ def _error_for(response: httpx.Response, path: str) -> Exception:
     if status == 429:
         return RateLimited(parse_retry_after(response.headers.get("retry-after")), f"{path}: 429")
     if status >= 500 or status == 408:
-        return TransientError(f"{path}: HTTP {status} {code or message}")
+        return TransientError(f"{path}: HTTP {status} {code or message}".rstrip(), status)
     if status == 400 and code == "CURSOR_EXPIRED":
         return CursorExpired(status, code, message, request_id)
     if status == 400 and code == "CURSOR_INVALID":

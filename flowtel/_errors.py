@@ -24,11 +24,15 @@ class ApiError(FlowtelError):
 class TransientError(FlowtelError):
     """A fault of the transport or the server that a retry may fix (5xx, cut body, drop)."""
 
+    def __init__(self, message: str, status: int = 0) -> None:
+        self.status = status  # the HTTP status, 200 for a damaged body, 0 for no answer
+        super().__init__(message)
+
 
 class RateLimited(TransientError):
     def __init__(self, retry_after: float, message: str = "rate limited"):
         self.retry_after = retry_after
-        super().__init__(f"{message} (retry after {retry_after:g} s)")
+        super().__init__(f"{message} (retry after {retry_after:g} s)", status=429)
 
 
 class CursorExpired(ApiError):

@@ -108,6 +108,7 @@ async def _run_stages(
         run.stats.inserted += result.inserted
         run.stats.duplicates += result.duplicates
         run.stats.rejected += result.rejected
+        run.stats.committed(trio.current_time(), result.inserted, result.seconds)
         for cp in batch.checkpoints:
             run.checkpoints[cp.stream] = cp
 
@@ -227,6 +228,7 @@ async def _summarize(db: Database, run: Run) -> Summary:
         elapsed=trio.current_time() - stats.started_at,
         total_in_database=await db.count_events(),
         api_total=run.api_total,
+        per_minute=list(stats.per_minute),
     )
 
 

@@ -104,20 +104,25 @@ class Fetcher:
         self.stats.requests += 1
         headers = {token[0]: token[1].reveal()} if token else {}
         secrets = (token[1],) if token else ()
+        endpoint = limiter.name
         try:
             answer = await self.api.request(
                 "GET", path, params=params, headers=headers, secrets=secrets
             )
         except RateLimited as exc:
             self.stats.throttled += 1
+            self.stats.answered(endpoint, 429)
             limiter.throttled_by_server(ticket, exc.retry_after)
             raise
         except ApiError as exc:
+            self.stats.answered(endpoint, exc.status)
             limiter.answered(ticket, {})
             raise exc from None
-        except TransientError:
+        except TransientError as exc:
+            self.stats.answered(endpoint, exc.status)
             limiter.failed(ticket)
             raise
+        self.stats.answered(endpoint, 200)
         limiter.answered(ticket, answer.headers)
         return answer
 

@@ -22,6 +22,26 @@ class RunStats:
     resumes: int = 0  # cursors that expired and were replaced by a watermark query
     rescans: int = 0  # listings walked again from the top (no feed to resume with)
     tokens: int = 0
+    # Answers by (endpoint, status); status 0 is a request that got no answer.
+    responses: dict[tuple[str, int], int] = attrs.Factory(dict)
+    commits: int = 0
+    commit_seconds: float = 0.0  # summed
+    last_commit_seconds: float = 0.0
+    # Events inserted in each minute since the start, for throughput charts.
+    per_minute: list[int] = attrs.Factory(list)
+
+    def answered(self, endpoint: str, status: int) -> None:
+        key = (endpoint, status)
+        self.responses[key] = self.responses.get(key, 0) + 1
+
+    def committed(self, now: float, inserted: int, seconds: float) -> None:
+        self.commits += 1
+        self.commit_seconds += seconds
+        self.last_commit_seconds = seconds
+        minute = int((now - self.started_at) // 60)
+        if len(self.per_minute) <= minute:
+            self.per_minute.extend([0] * (minute + 1 - len(self.per_minute)))
+        self.per_minute[minute] += inserted
 
 
 @attrs.frozen
@@ -39,6 +59,7 @@ class Summary:
     elapsed: float
     total_in_database: int
     api_total: int | None
+    per_minute: list[int] = attrs.Factory(list)  # events inserted in each minute of the run
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

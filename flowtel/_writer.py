@@ -39,8 +39,14 @@ async def write_batches(
                     break
                 parts.append(more)
                 rows += len(more.events)
-            result = await db.commit_many([(part, None) for part in parts])
+            started = trio.current_time()
+            result = await db.commit_many([(part, _stream_of(part)) for part in parts])
+            result = attrs.evolve(result, seconds=trio.current_time() - started)
             on_commit(result, parts[0] if len(parts) == 1 else _union(parts))
+
+
+def _stream_of(batch: Batch) -> str | None:
+    return batch.checkpoints[0].stream if batch.checkpoints else None
 
 
 def _union(parts: list[Batch]) -> Batch:
