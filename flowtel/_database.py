@@ -112,7 +112,7 @@ class CommitResult:
     inserted: int  # new rows in `events`
     duplicates: int  # events of the batch already stored, or repeated within it
     rejected: int  # rows added to `rejected_events` (the batch's own and any the writer refused)
-    seconds: float = 0.0  # how long the transaction took, set by the Writer
+    seconds: float = attrs.field(default=0.0, eq=False)  # how long it took (set by the Writer)
 
 
 def redact_dsn(dsn: str) -> str:
