@@ -9,7 +9,7 @@ from flowtel._errors import (
     StreamTokenExpired,
     WriteError,
 )
-from flowtel._ingest import Run, ingest, ingest_sync
+from flowtel._ingest import BucketView, Run, ingest, ingest_sync
 from flowtel._model import Checkpoint, Event, Rejected
 from flowtel._settings import Settings
 from flowtel._stats import Summary
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ApiError",
+    "BucketView",
     "Checkpoint",
     "ConfigError",
     "CursorExpired",

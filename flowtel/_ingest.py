@@ -9,6 +9,7 @@ how a stage says it is done.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,14 +38,70 @@ FEED_STREAM = "feed"
 EVENTS_STREAM = "events"
 
 
+@attrs.frozen
+class BucketView:
+    """A rate bucket as a progress display shows it."""
+
+    name: str
+    limit: int | None  # requests per window, as announced or learned (None: not known yet)
+    window: float | None  # seconds
+    remaining: int | None  # requests left in the current window
+    next_slot_in: float  # seconds until a request may go (0: now)
+    throttled: int  # 429s received
+    in_flight: int  # requests under way
+    concurrency: float | None = None  # how many may be under way at once (None: unbounded)
+
+
 @attrs.define
 class Run:
-    """A running ingestion, for progress displays: its counters and its buckets."""
+    """A running ingestion, for progress displays and metrics: counters, buckets, streams."""
 
     stats: RunStats
     fetcher: Fetcher | None = None
     checkpoints: dict[str, Checkpoint] = attrs.Factory(dict)
     api_total: int | None = None
+    initial_total: int = 0  # events in the database when the run started
+    channels: dict[str, trio.MemorySendChannel[Any]] = attrs.Factory(dict)
+
+    def buckets(self) -> list[BucketView]:
+        if self.fetcher is None:
+            return []
+        views = []
+        for limiter in (self.fetcher.events_limiter, self.fetcher.feed_limiter):
+            views.append(
+                BucketView(
+                    name=limiter.name,
+                    limit=limiter.limit,
+                    window=limiter.window,
+                    remaining=limiter.remaining,
+                    next_slot_in=limiter.seconds_to_next_slot(),
+                    throttled=limiter.throttled,
+                    in_flight=limiter.in_flight,
+                    concurrency=None,
+                )
+            )
+        return views
+
+    def cursor_life_left(self, now_wall: float | None = None) -> float | None:
+        """Seconds of life left in the oldest cursor a stream still relies on."""
+        now_wall = time.time() if now_wall is None else now_wall
+        left = [
+            cp.cursor_expires_at.timestamp() - now_wall
+            for cp in self.checkpoints.values()
+            if not cp.done and cp.cursor is not None and cp.cursor_expires_at is not None
+        ]
+        return min(left) if left else None
+
+    def channel_depth(self) -> dict[str, int]:
+        """Pages or batches waiting in each channel between the stages."""
+        return {
+            name: channel.statistics().current_buffer_used
+            for name, channel in self.channels.items()
+        }
+
+    def committed(self) -> int:
+        """Events in the database now (as far as this run knows)."""
+        return self.initial_total + self.stats.inserted
 
 
 async def ingest(
@@ -68,6 +125,7 @@ async def ingest(
         api = Api(http, settings.api_key)
         backoff = Backoff(settings.backoff_base, settings.backoff_cap, settings.max_retries)
         run.api_total = await api_total(api)
+        run.initial_total = await db.count_events()
         checkpoints = await db.load_checkpoints()
         tokens = await _feed_tokens(settings, api, backoff, checkpoints)
         streams = plan_streams(checkpoints, feed=tokens is not None)
@@ -103,6 +161,7 @@ async def _run_stages(
     assert run.fetcher is not None
     send_pages, receive_pages = trio.open_memory_channel[Page](settings.channel_pages)
     send_batches, receive_batches = trio.open_memory_channel[Batch](settings.channel_pages)
+    run.channels = {"pages": send_pages, "batches": send_batches}
 
     def on_commit(result: Any, batch: Batch) -> None:
         run.stats.inserted += result.inserted

@@ -110,6 +110,10 @@ class RateLimiter:
         self._in_flight -= 1
         self._wake()
 
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
     def seconds_to_next_slot(self) -> float:
         """For progress displays: 0 when a request could go now."""
         now = self.clock()
