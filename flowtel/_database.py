@@ -49,6 +49,13 @@ CLOSE_TIMEOUT = 5.0
 # work retried, so a stalled server becomes a retryable error, not a hang.
 COMMAND_TIMEOUT = 60.0
 
+# One flowtel run per database: a session-level advisory lock, held on a connection of its own
+# for the whole run. PostgreSQL drops it with the session, so a killed run never leaves it held.
+# Advisory keys are per database: runs against other databases never meet. "flowtel!" in ASCII.
+RUN_LOCK_KEY = 0x666C6F7774656C21
+# How often the holder checks that its lock connection is alive and still holds the lock.
+RUN_LOCK_CHECK_INTERVAL = 1.0
+
 _STAGING = "flowtel_staging"
 _EVENT_COLUMNS = (
     "id",
@@ -257,7 +264,34 @@ class _ConnectionLost(Exception):
     """asyncpg said "connection is closed": retry on a new one."""
 
 
-_RETRYABLE: tuple[type[BaseException], ...] = (*_TRANSIENT, _ConnectionLost)
+class _RunLockNotHeld(Exception):
+    """A commit found the run lock not held by this run (its connection is reconnecting):
+    wait and retry; the lock holder either gets it back or stops the run."""
+
+
+_RETRYABLE: tuple[type[BaseException], ...] = (*_TRANSIENT, _ConnectionLost, _RunLockNotHeld)
+
+
+class AlreadyRunning(ConfigError):
+    """Another flowtel run holds this database's run lock (exit code 2 at the CLI, like any
+    setting the user must fix: point the second run at another database, or wait)."""
+
+
+# The run lock as pg_locks shows it: a bigint key is split into classid (high 32 bits) and
+# objid (low 32 bits), with objsubid 1.
+_LOCK_HELD_BY = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND classid = $1 AND objid = $2 AND objsubid = 1 AND granted AND pid = $3)"
+)
+_LOCK_CLASSID = (RUN_LOCK_KEY >> 32) & 0xFFFFFFFF
+_LOCK_OBJID = RUN_LOCK_KEY & 0xFFFFFFFF
+_LOCK_HOLDER = (
+    "SELECT pid, application_name, backend_start FROM pg_stat_activity WHERE pid = ("
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2"
+    " AND objsubid = 1 AND granted"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1)"
+)
 
 
 def _describe(exc: BaseException) -> str:
@@ -277,6 +311,11 @@ class Database:
         self._password = _password_of(dsn)
         self._loop = loop
         self._pool: Any = None
+        self._dsn = dsn
+        # While a run lock is taken: the server pid of the connection that holds it, or None
+        # while that connection is being replaced (commits wait). Unset: no fence.
+        self._run_lock_pid: int | None = None
+        self._run_lock_taken = False
 
     # ---- the bridge --------------------------------------------------------------------
 
@@ -458,7 +497,9 @@ class Database:
         screened = False
 
         async def body(conn: Any) -> int:
+            await self._fence(conn)
             if rows:
+                log.debug("commit: COPY %d events", len(rows))
                 await self._aio(
                     conn.copy_records_to_table,
                     _STAGING,
@@ -480,6 +521,7 @@ class Database:
                 )
             for cp in checkpoints:  # one per stream: a handful at most
                 await self._aio(conn.execute, _UPSERT_CHECKPOINT, *cp, timeout=self.command_timeout)
+            log.debug("commit: COMMIT (%d new events, %d checkpoints)", inserted, len(checkpoints))
             return inserted
 
         while True:
@@ -500,6 +542,7 @@ class Database:
                     raise self._translate(exc, "commit") from None
                 rejects.extend(bad)
                 continue
+            log.debug("commit: committed")
             return CommitResult(
                 inserted=inserted,
                 duplicates=total_events - inserted - (len(rejects) - len(given_rejects)),
@@ -625,6 +668,180 @@ class Database:
             "last_run": await self.last_run(),
             "submissions": await self.submissions(),
         }
+
+    # ---- the run lock ------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def run_lock(
+        self, *, check_interval: float = RUN_LOCK_CHECK_INTERVAL
+    ) -> AsyncIterator[None]:
+        """Hold this database's run lock for the block: one flowtel run per database.
+
+        - Raises `AlreadyRunning` at once if another run holds it.
+        - The lock is a session-level `pg_try_advisory_lock` on a connection of its own:
+          PostgreSQL releases it when the block ends or when the process dies.
+        - That connection is checked every `check_interval` seconds. If it dropped (server
+          restarted, backend terminated), the lock is taken again on a new one; if another
+          run took it meanwhile, the block is cancelled and `AlreadyRunning` raised. If the
+          server stays away `reconnect_timeout` seconds, `WriteError`.
+        - While the lock is being taken again, commits wait (a fence in each transaction
+          checks that the lock is held by this run), so two runs never write at once.
+        """
+        if self._run_lock_taken:
+            raise RuntimeError("run_lock() is not reentrant")
+        conn = await self._take_run_lock(again=False)
+        lost: list[BaseException] = []
+        box = [conn]
+        self._run_lock_taken = True
+        self._run_lock_pid = conn.get_server_pid()
+        log.debug("run lock taken (server pid %d)", self._run_lock_pid)
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def keep() -> None:
+                    try:
+                        await self._keep_run_lock(box, check_interval)
+                    except (AlreadyRunning, WriteError) as exc:
+                        lost.append(exc)
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(keep)
+                try:
+                    yield
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The nursery wraps what the block raised: hand it on as it was raised.
+            if len(group.exceptions) == 1:
+                inner = group.exceptions[0]
+                raise inner from inner.__cause__
+            raise
+        finally:
+            self._run_lock_taken = False
+            self._run_lock_pid = None
+            await self._lock_close(box[0])
+        if lost:
+            raise lost[0]
+
+    async def _lock_connect(self) -> Any:
+        try:
+            return await self._aio(
+                asyncpg.connect,
+                self._dsn,
+                timeout=min(10.0, max(self.reconnect_timeout, 1.0)),
+                command_timeout=self.command_timeout,
+                server_settings={"application_name": "flowtel"},
+            )
+        except _TRANSIENT:
+            raise
+        except (asyncpg.PostgresError, asyncpg.exceptions.InterfaceError, ValueError) as exc:
+            raise self._translate(exc, "take the run lock") from None
+
+    async def _lock_holder(self, conn: Any) -> str:
+        try:
+            row = await self._aio(conn.fetchrow, _LOCK_HOLDER, _LOCK_CLASSID, _LOCK_OBJID)
+        except Exception:
+            return ""
+        if row is None:
+            return ""
+        return f" (server pid {row['pid']}, connected since {row['backend_start']:%H:%M:%S})"
+
+    async def _lock_close(self, conn: Any) -> None:
+        # Closing the session releases the lock; shielded and capped like every ending.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + CLOSE_TIMEOUT
+            try:
+                await self._aio(conn.close, timeout=CLOSE_TIMEOUT)
+                return
+            except Exception as exc:
+                log.debug("closing the run lock connection failed: %s", _describe(exc))
+        _terminate(conn)
+
+    async def _lock_still_held(self, conn: Any) -> bool:
+        try:
+            held = await self._aio(
+                conn.fetchval,
+                _LOCK_HELD_BY,
+                _LOCK_CLASSID,
+                _LOCK_OBJID,
+                conn.get_server_pid(),
+                timeout=self.command_timeout,
+            )
+        except (*_TRANSIENT, asyncpg.PostgresError, asyncpg.exceptions.InterfaceError) as exc:
+            log.debug("run lock connection check failed: %s", _describe(exc))
+            return False
+        return bool(held)
+
+    async def _keep_run_lock(self, box: list[Any], check_interval: float) -> None:
+        while True:
+            await trio.sleep(check_interval)
+            if not _is_closed(box[0]) and await self._lock_still_held(box[0]):
+                continue
+            self._run_lock_pid = None  # commits wait from now on
+            _terminate(box[0])
+            log.warning("the run lock's database connection was lost; taking the lock again")
+            box[0] = await self._take_run_lock(again=True)
+            self._run_lock_pid = box[0].get_server_pid()
+            log.info("run lock taken again (server pid %d)", self._run_lock_pid)
+
+    async def _take_run_lock(self, *, again: bool) -> Any:
+        """A new connection holding the lock; connecting is retried for `reconnect_timeout`
+        seconds. `again`: the lock was ours before its connection dropped."""
+        started = trio.current_time()
+        delay = 0.05
+        while True:
+            try:
+                conn = await self._lock_connect()
+            except _TRANSIENT as exc:
+                reason = self._redact(_describe(exc))
+                if trio.current_time() - started >= self.reconnect_timeout:
+                    raise WriteError(
+                        f"database unreachable for {self.reconnect_timeout:g} s"
+                        f" ({self.dsn_display}): {reason}"
+                    ) from None
+                log.debug("run lock: reconnecting (%s)", reason)
+                await trio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 2.0)
+                continue
+            try:
+                taken = await self._aio(
+                    conn.fetchval, "SELECT pg_try_advisory_lock($1)", RUN_LOCK_KEY
+                )
+                holder = "" if taken else await self._lock_holder(conn)
+            except BaseException:
+                await self._lock_close(conn)
+                raise
+            if taken:
+                return conn
+            await self._lock_close(conn)
+            if again:
+                raise AlreadyRunning(
+                    f"another flowtel run took the run lock of database {self.dsn_display}"
+                    f"{holder} while this run's connection was down; stopping this run"
+                    " (the other one goes on)"
+                )
+            raise AlreadyRunning(
+                f"another flowtel run is already writing to database {self.dsn_display}"
+                f"{holder}; only one run per database at a time"
+            )
+
+    async def _fence(self, conn: Any) -> None:
+        """Inside a commit's transaction: refuse to write unless this run holds the lock."""
+        if not self._run_lock_taken:
+            return
+        pid = self._run_lock_pid
+        if pid is None:
+            raise _RunLockNotHeld("the run lock is being taken again")
+        held = await self._aio(
+            conn.fetchval,
+            _LOCK_HELD_BY,
+            _LOCK_CLASSID,
+            _LOCK_OBJID,
+            pid,
+            timeout=self.command_timeout,
+        )
+        if not held:
+            raise _RunLockNotHeld("the run lock is not held by this run")
 
     # ---- opening and closing -----------------------------------------------------------
 
