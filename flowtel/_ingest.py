@@ -120,6 +120,7 @@ async def ingest(
     run = Run(RunStats(started_at=trio.current_time()))
     async with (
         connect_database(settings.database_url, settings.db_reconnect_timeout) as db,
+        db.run_lock(),  # one run per database: a second one gets AlreadyRunning (exit 2)
         http_client(settings, transport) as http,
     ):
         api = Api(http, settings.api_key)

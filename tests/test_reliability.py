@@ -32,9 +32,10 @@ def lock_holders(pg_admin: Any) -> list[int]:
     return [r["pid"] for r in rows]
 
 
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    with trio.fail_after(timeout):
-        while not await trio.to_thread.run_sync(predicate):
+async def until(predicate: Any, seconds: float = 10.0) -> None:
+    """Poll a (blocking) predicate: the database's state is only seen by asking it."""
+    with trio.fail_after(seconds):
+        while not await trio.to_thread.run_sync(predicate):  # noqa: ASYNC110
             await trio.sleep(0.05)
 
 
@@ -57,21 +58,23 @@ async def test_a_second_holder_is_refused_in_one_line(database_url: str, pg_admi
 async def test_lock_is_per_database(database_url: str, pg_server: Any) -> None:
     other = pg_server.create_database()
     try:
-        async with open_database(database_url) as a, open_database(other) as b:
-            async with a.run_lock(), b.run_lock():
-                pass
+        async with (
+            open_database(database_url) as a,
+            open_database(other) as b,
+            a.run_lock(),
+            b.run_lock(),
+        ):
+            pass
     finally:
         pg_server.drop_database(other)
 
 
-async def test_taken_again_after_its_connection_is_killed(
-    database_url: str, pg_admin: Any
-) -> None:
+async def test_taken_again_after_its_connection_is_killed(database_url: str, pg_admin: Any) -> None:
     async with open_database(database_url) as db, db.run_lock(check_interval=0.1):
         before = lock_holders(pg_admin)
         for _ in range(3):
             assert pg_admin.terminate_backends(application_name="flowtel") >= 1
-            await until(lambda: lock_holders(pg_admin) not in ([], before))
+            await until(lambda old=before: lock_holders(pg_admin) not in ([], old))
             before = lock_holders(pg_admin)
         # Commits go on under the new holder (the fence sees the lock held by this run).
         await db.commit(batch(make_events(10), checkpoint(events=10)))
@@ -84,7 +87,7 @@ async def test_lost_to_another_run_stops_the_block_and_fences_commits(
 ) -> None:
     reached_end = False
     async with open_database(database_url) as mine, open_database(database_url) as theirs:
-        with pytest.raises(AlreadyRunning, match="took the run lock .* stopping this run"):
+        with pytest.raises(AlreadyRunning, match=r"took the run lock .* stopping this run"):
             async with mine.run_lock(check_interval=0.5):
                 lock_pid = lock_holders(pg_admin)[0]
                 pg_admin.execute("SELECT pg_terminate_backend($1)", lock_pid)
@@ -105,9 +108,7 @@ async def test_ingest_refuses_while_another_run_holds_the_lock(database_url: str
             await flowtel.ingest(settings, transport=SimulatorTransport(sim))
 
 
-async def test_two_ingests_at_once_one_completes_exactly(
-    database_url: str, pg_admin: Any
-) -> None:
+async def test_two_ingests_at_once_one_completes_exactly(database_url: str, pg_admin: Any) -> None:
     sim = Simulator(attrs.evolve(profile("fast"), events=3_000, seed=4))
     settings = settings_for(sim, database_url)
     outcomes: list[Any] = []
