@@ -272,6 +272,14 @@ class _RunLockNotHeld(Exception):
 _RETRYABLE: tuple[type[BaseException], ...] = (*_TRANSIENT, _ConnectionLost, _RunLockNotHeld)
 
 
+# A fresh connection that dies under its first query (terminated again, or asyncpg's state
+# garbled by the server's "terminating connection" notice): connect again.
+_LOCK_CONN_LOST: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions._base.InternalClientError,
+)
+
+
 class AlreadyRunning(ConfigError):
     """Another flowtel run holds this database's run lock (exit code 2 at the CLI, like any
     setting the user must fix: point the second run at another database, or wait)."""
@@ -767,7 +775,7 @@ class Database:
                 conn.get_server_pid(),
                 timeout=self.command_timeout,
             )
-        except (*_TRANSIENT, asyncpg.PostgresError, asyncpg.exceptions.InterfaceError) as exc:
+        except Exception as exc:  # whatever it is, this connection is done for: replace it
             log.debug("run lock connection check failed: %s", _describe(exc))
             return False
         return bool(held)
@@ -790,9 +798,16 @@ class Database:
         started = trio.current_time()
         delay = 0.05
         while True:
+            conn = None
             try:
                 conn = await self._lock_connect()
-            except _TRANSIENT as exc:
+                taken = await self._aio(
+                    conn.fetchval, "SELECT pg_try_advisory_lock($1)", RUN_LOCK_KEY
+                )
+                holder = "" if taken else await self._lock_holder(conn)
+            except (*_TRANSIENT, *_LOCK_CONN_LOST) as exc:
+                if conn is not None:
+                    _terminate(conn)
                 reason = self._redact(_describe(exc))
                 if trio.current_time() - started >= self.reconnect_timeout:
                     raise WriteError(
@@ -803,13 +818,9 @@ class Database:
                 await trio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 2.0)
                 continue
-            try:
-                taken = await self._aio(
-                    conn.fetchval, "SELECT pg_try_advisory_lock($1)", RUN_LOCK_KEY
-                )
-                holder = "" if taken else await self._lock_holder(conn)
             except BaseException:
-                await self._lock_close(conn)
+                if conn is not None:
+                    await self._lock_close(conn)
                 raise
             if taken:
                 return conn

@@ -52,6 +52,35 @@ def database_of(dsn: str) -> str:
     return urllib.parse.urlsplit(dsn).path.lstrip("/")
 
 
+def with_user(dsn: str, user: str) -> str:
+    """`dsn` logging in as `user` (no password: the test servers trust local logins)."""
+    parts = urllib.parse.urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+def hold(dsn: str, sql: str, seconds: float) -> str:
+    """Run `sql` (a LOCK, say) in a transaction kept open `seconds`, then roll it back."""
+
+    async def run() -> str:
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                status = str(await conn.execute(sql))
+                await asyncio.sleep(seconds)
+                raise _Rollback(status)
+        except _Rollback as done:
+            return str(done)
+        finally:
+            await conn.close()
+
+    return _in_thread(run)
+
+
+class _Rollback(Exception):
+    pass
+
+
 def execute(dsn: str, sql: str, *args: Any) -> str:
     async def run() -> str:
         conn = await asyncpg.connect(dsn)
