@@ -288,10 +288,14 @@ def rich_view(snap: Snapshot) -> RenderableType:
         f"{snap.rate:,.0f} events/s over the last minute   ETA {duration(snap.eta)}   "
         f"elapsed {duration(snap.elapsed)}   streams {snap.streams_done}/{snap.streams} done"
     )
+    cursor = (
+        "no cursor waiting"
+        if snap.cursor_life_left is None
+        else f"oldest cursor {duration(snap.cursor_life_left)} left"
+    )
     faults = Text(
         f"429s {snap.throttled:,}   retries {snap.retries:,}   rejected {snap.rejected:,}   "
-        f"duplicates {snap.duplicates:,}   requests {snap.requests:,}   oldest cursor "
-        f"{duration(snap.cursor_life_left)} left"
+        f"duplicates {snap.duplicates:,}   requests {snap.requests:,}   {cursor}"
     )
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for column in ("bucket", "budget", "next slot", "in flight", "429s", "waited"):
