@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 try:
-    from tests.e2e import cli_env, run_cli, simulator_process
+    from tests.e2e import CLI, cli_env, run_cli, simulator_process
+    from tests.helpers import expected_rows, stored_rows
 except ImportError:
-    from e2e import cli_env, run_cli, simulator_process  # type: ignore[no-redef]
+    from e2e import CLI, cli_env, run_cli, simulator_process  # type: ignore[no-redef]
+    from helpers import expected_rows, stored_rows  # type: ignore[no-redef]
 
 pytestmark = pytest.mark.e2e
 
@@ -103,3 +108,58 @@ def test_the_key_and_tokens_never_show(tmp_path: Path, database_url: str, pg_adm
         )
         assert key[3:] not in dump, row["table_name"]
         assert not re.search(r"[0-9a-f]{64}", dump), row["table_name"]
+
+
+# ---- signals: SIGTERM as Ctrl-C, a clean stop, then an exact resume -----------------------
+
+SLOW = """
+profile = "fast"
+[listing]
+window = { limit = 3, window_s = 1.0 }
+"""
+
+
+@pytest.mark.parametrize(("signum", "code", "name"), [(15, 143, "SIGTERM"), (2, 130, "SIGINT")])
+def test_a_signal_stops_the_run_cleanly_and_the_next_run_is_exact(
+    database_url: str, pg_admin: object, tmp_path: Path, signum: int, code: int, name: str
+) -> None:
+    config = tmp_path / "slow.toml"
+    config.write_text(SLOW)
+    with simulator_process(events=4_500, config_file=config) as server:
+        env = cli_env(
+            server,
+            database_url,
+            FLOWTEL_SOURCE="events",
+            FLOWTEL_PAGE_SIZE="500",
+            FLOWTEL_PROGRESS_EVERY="0.5",
+        )
+        process = subprocess.Popen(
+            [*CLI, "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        # Part-way: some pages committed, more to come (9 pages at 3 a second).
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _stored(pg_admin) < 1_000:
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be stopped"
+        process.send_signal(signum)
+        sent = time.monotonic()
+        _, stderr = process.communicate(timeout=10)
+        took = time.monotonic() - sent
+        assert process.returncode == code, stderr.decode()[-3000:]
+        assert took < 5, f"took {took:.1f} s to stop"
+        said = [line for line in stderr.decode().splitlines() if line.startswith("flowtel:")]
+        assert said == [
+            f"flowtel: stopped by {name}; the last batch was committed or rolled back whole"
+        ]
+        part = pg_admin.fetchval("SELECT count(*) FROM events")  # type: ignore[attr-defined]
+        assert 0 < part < 4_500 and part % 500 == 0, part  # whole pages only
+        again = run_cli(["run"], env, tmp_path, timeout=60)
+        assert again.returncode == 0, again.stderr[-3000:]
+        rows, count = stored_rows(pg_admin)
+        assert rows == expected_rows(server.simulator()) and count == 4_500
+
+
+def _stored(pg_admin: Any) -> int:
+    if not pg_admin.fetchval("SELECT to_regclass('events') IS NOT NULL"):
+        return 0
+    return int(pg_admin.fetchval("SELECT count(*) FROM events"))
