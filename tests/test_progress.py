@@ -3,6 +3,7 @@ see it: live in a pseudo-terminal, plain lines in a pipe, JSON lines with --log-
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import pty
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from flowtel._model import Checkpoint
 from flowtel._progress import (
     BucketSnapshot,
     RateMeter,
@@ -28,6 +30,7 @@ from flowtel._progress import (
     rich_view,
     sparkline,
 )
+from flowtel_cli._commands import render_status, rich_status, throughput_chart
 
 try:
     from tests.e2e import CLI, Server, cli_env, run_cli, simulator_process
@@ -287,3 +290,67 @@ def test_a_wrong_log_format_is_a_setting_error(tmp_path: Path) -> None:
     result = run_cli(["run", "--log-format=xml"], cli_env(None, None), tmp_path)
     assert result.returncode == 2
     assert "FLOWTEL_LOG_FORMAT must be text or json" in result.stderr
+
+
+# ---- status ----------------------------------------------------------------------------
+
+STATUS = {
+    "events": 1_000,
+    "rejected": 2,
+    "checkpoints": [
+        Checkpoint(stream="events", source="events", since_ms=1_769_000_000_000, done=True),
+        Checkpoint(
+            stream="feed-001",
+            source="feed",
+            until_ms=1_769_000_000_000,
+            cursor="c",
+            watermark=dt.datetime(2026, 1, 20, 12, 0, tzinfo=dt.UTC),
+            events=640,
+            pages=3,
+        ),
+    ],
+    "last_run": {
+        "id": 3,
+        "started_at": dt.datetime(2026, 1, 28, 9, 30, tzinfo=dt.UTC),
+        "summary": {
+            "outcome": "complete",
+            "inserted": 1_000,
+            "elapsed": 125.0,
+            "per_minute": [400, 0, 800, 100],
+        },
+    },
+    "submissions": [],
+}
+
+
+def test_status_as_plain_text_with_a_throughput_chart() -> None:
+    text = render_status(STATUS)
+    lines = text.splitlines()
+    assert lines[0] == "events stored: 1,000"
+    assert any(line.split()[:3] == ["events", "events", "done"] for line in lines)
+    feed = next(line for line in lines if "feed-001" in line)
+    assert "has a cursor" in feed and "640 fetched" in feed and "shard open .. 2026-01-21" in feed
+    assert "last run: #3 started 2026-01-28 09:30:00, complete, 1,000 new events" in text
+    assert lines[-2:] == [
+        "events per minute (peak 800, 4 minute(s)):",
+        "  start |▄ █▁| minute 4",
+    ]
+
+
+def test_a_long_run_charts_its_last_hour() -> None:
+    chart = throughput_chart(list(range(1, 91)))
+    assert chart[1].startswith("  minute 31 |") and chart[1].endswith("| minute 90")
+    assert len(chart[1].split("|")[1]) == 60
+    assert throughput_chart([]) == []
+
+
+def test_status_on_a_terminal_is_a_table() -> None:
+    console = Console(width=140, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(rich_status(STATUS))
+    console.file.close()
+    text = console.export_text()
+    assert "streams and checkpoints" in text
+    for header in ("stream", "source", "shard", "state", "fetched", "pages", "watermark"):
+        assert header in text
+    assert "2026-01-20 12:00:00" in text and "resumes" not in text
+    assert "▄ █▁" in text
