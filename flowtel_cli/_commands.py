@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,8 +19,8 @@ import flowtel
 from flowtel._embedded import embedded_database_url
 from flowtel._errors import ConfigError, FlowtelError
 from flowtel._model import Checkpoint
-from flowtel._progress import Watch, sparkline, watch
-from flowtel._secret import Secret, redact
+from flowtel._progress import Watch, json_line, sparkline, watch
+from flowtel._secret import redact
 from flowtel._settings import Settings, merged_environment
 from flowtel_cli._output import Output, choose_mode
 
@@ -61,23 +62,28 @@ def dispatch(args: dict[str, Any]) -> int:
             settings = attrs.evolve(settings, database_url=embedded_database_url())
         code = trio.run(_command(args, environment, output), settings)
     except* ConfigError as group:
-        code = _fail(group, output.key, code=2)
+        code = _fail(group, output, code=2)
     except* FlowtelError as group:
-        code = _fail(group, output.key, code=1)
+        code = _fail(group, output, code=1)
     except* KeyboardInterrupt:
-        code = stopped(signal.SIGINT)
+        code = stopped(signal.SIGINT, output)
     return code
 
 
-def stopped(signum: int) -> int:
+def stopped(signum: int, output: Output) -> int:
     """Say why the run stopped; the exit code of a process killed by that signal."""
     name = signal.Signals(signum).name
-    print(
-        f"flowtel: stopped by {name}; the last batch was committed or rolled back whole",
-        file=sys.stderr,
-        flush=True,
-    )
+    _say(output, f"stopped by {name}; the last batch was committed or rolled back whole")
     return SIGNAL_CODES.get(signal.Signals(signum), 128 + signum)
+
+
+def _say(output: Output, message: str) -> None:
+    """One line for the person on stderr: `flowtel: ...`, or a JSON record."""
+    message = redact(message, output.key)
+    if output.mode == "json":
+        print(json_line({"event": "error", "message": message}), file=sys.stderr, flush=True)
+    else:
+        print(f"flowtel: {message}", file=sys.stderr, flush=True)
 
 
 def make_output(environment: dict[str, str]) -> Output:
@@ -139,9 +145,9 @@ def _database_url(environment: dict[str, str]) -> str:
     return dsn if dsn else embedded_database_url()
 
 
-def _fail(group: BaseExceptionGroup[Any], key: Secret | None, *, code: int) -> int:
+def _fail(group: BaseExceptionGroup[Any], output: Output, *, code: int) -> int:
     for exc in _leaves(group):
-        print(f"flowtel: {redact(str(exc), key)}", file=sys.stderr)
+        _say(output, str(exc))
     return code
 
 
@@ -207,16 +213,22 @@ async def _stop_on_signal(
     signals: AsyncIterator[int], scope: trio.CancelScope, outcome: Outcome
 ) -> None:
     async for signum in signals:
+        name = signal.Signals(signum).name
         if outcome.signal is None:
             outcome.signal = signum
-            log.info("%s received: stopping", signal.Signals(signum).name)
+            log.info("%s received: stopping (again to stop at once)", name)
             scope.cancel()
+        else:
+            # The stop is bounded by shielded timeouts, but a person may not want to wait:
+            # PostgreSQL rolls back whatever transaction the exit leaves open.
+            print(f"flowtel: {name} again: exiting now", file=sys.stderr, flush=True)
+            os._exit(SIGNAL_CODES.get(signal.Signals(signum), 128 + signum))
 
 
 async def _run(settings: Settings, output: Output, port: int | None) -> int:
     outcome = await ingest_with_progress(settings, output, port=port)
     if outcome.signal is not None:
-        return stopped(outcome.signal)
+        return stopped(outcome.signal, output)
     summary = outcome.summary
     assert summary is not None
     output.result(summary.line(), summary=summary.to_dict())

@@ -96,7 +96,7 @@ async def _demo(
         outcome = await ingest_with_progress(settings, output, port=port)
         if outcome.signal is not None:
             nursery.cancel_scope.cancel()
-            return stopped(outcome.signal)
+            return stopped(outcome.signal, output)
         summary = outcome.summary
         assert summary is not None
         output.note(summary.line())

@@ -354,3 +354,12 @@ def test_status_on_a_terminal_is_a_table() -> None:
         assert header in text
     assert "2026-01-20 12:00:00" in text and "resumes" not in text
     assert "▄ █▁" in text
+
+
+def test_errors_are_json_too_with_log_format_json(tmp_path: Path) -> None:
+    env = cli_env(None, None, FLOWTEL_API_URL="http://127.0.0.1:9", FLOWTEL_LOG_FORMAT="json")
+    result = run_cli(["run"], env, tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    record = json.loads(line)
+    assert record["event"] == "error" and "FLOWTEL_API_KEY is not set" in record["message"]
