@@ -9,6 +9,7 @@ how a stage says it is done.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,19 +24,20 @@ from flowtel._database import Database, open_database
 from flowtel._errors import ApiError, ConfigError, FeedUnavailable, TransientError, WriteError
 from flowtel._model import Batch, Checkpoint, Page
 from flowtel._normalize import normalize
+from flowtel._pacer import FeedPacer
 from flowtel._paginator import Fetcher, paginate
 from flowtel._ratelimit import RateLimiter
 from flowtel._retry import Backoff
 from flowtel._settings import Settings
+from flowtel._shards import LISTING, Shards, TimeRange, discover_range, plan
 from flowtel._stats import RunStats, Summary
+from flowtel._timestamps import BadTimestamp, parse_instant, to_ms
 from flowtel._tokens import TokenKeeper
 from flowtel._writer import write_batches
 
 log = logging.getLogger("flowtel")
 
 STATS_PATH = "/internal/stats"
-FEED_STREAM = "feed"
-EVENTS_STREAM = "events"
 
 
 @attrs.frozen
@@ -66,18 +68,29 @@ class Run:
     def buckets(self) -> list[BucketView]:
         if self.fetcher is None:
             return []
-        views = []
-        for limiter in (self.fetcher.events_limiter, self.fetcher.feed_limiter):
+        listing, feed = self.fetcher.events_limiter, self.fetcher.feed_limiter
+        views = [
+            BucketView(
+                name=listing.name,
+                limit=listing.limit,
+                window=listing.window,
+                remaining=listing.remaining,
+                next_slot_in=listing.seconds_to_next_slot(),
+                throttled=listing.throttled,
+                in_flight=listing.in_flight,
+            )
+        ]
+        if self.fetcher.tokens is not None:
             views.append(
                 BucketView(
-                    name=limiter.name,
-                    limit=limiter.limit,
-                    window=limiter.window,
-                    remaining=limiter.remaining,
-                    next_slot_in=limiter.seconds_to_next_slot(),
-                    throttled=limiter.throttled,
-                    in_flight=limiter.in_flight,
-                    concurrency=None,
+                    name=feed.name,
+                    limit=feed.limit,
+                    window=feed.window,
+                    remaining=None,
+                    next_slot_in=feed.seconds_to_next_slot(),
+                    throttled=feed.throttled,
+                    in_flight=feed.in_flight,
+                    concurrency=feed.concurrency,
                 )
             )
         return views
@@ -125,30 +138,30 @@ async def ingest(
     ):
         api = Api(http, settings.api_key)
         backoff = Backoff(settings.backoff_base, settings.backoff_cap, settings.max_retries)
-        run.api_total = await api_total(api)
+        info = await api_stats(api)
+        run.api_total = info.total
         run.initial_total = await db.count_events()
         checkpoints = await db.load_checkpoints()
         tokens = await _feed_tokens(settings, api, backoff, checkpoints)
-        streams = plan_streams(checkpoints, feed=tokens is not None)
-        run.checkpoints = {cp.stream: cp for cp in streams}
         run.fetcher = Fetcher(
             api=api,
             events_limiter=RateLimiter("events"),
-            feed_limiter=RateLimiter("feed"),
-            feed_slots=trio.CapacityLimiter(settings.feed_concurrency),
+            feed_limiter=FeedPacer(concurrency=float(settings.feed_concurrency)),
             tokens=tokens,
             backoff=backoff,
             stats=run.stats,
             page_size=settings.page_size,
             damaged_page_retries=settings.damaged_page_retries,
         )
+        streams, shards = await plan_run(settings, run.fetcher, checkpoints, info)
+        run.checkpoints = {cp.stream: cp for cp in streams}
         if on_start is not None:
             on_start(run)
         run_id = await db.record_run_start()
         todo = [cp for cp in streams if not cp.done]
         # Save the plan first, so that a crash before the first page still resumes it.
         await db.commit(Batch([], [], todo))
-        await _run_stages(settings, db, run, todo)
+        await _run_stages(settings, db, run, todo, shards)
         if tokens is not None:
             run.stats.tokens = tokens.issued
         summary = await _summarize(db, run)
@@ -157,9 +170,12 @@ async def ingest(
 
 
 async def _run_stages(
-    settings: Settings, db: Database, run: Run, streams: list[Checkpoint]
+    settings: Settings,
+    db: Database,
+    run: Run,
+    streams: list[Checkpoint],
+    shards: Shards | None,
 ) -> None:
-    assert run.fetcher is not None
     send_pages, receive_pages = trio.open_memory_channel[Page](settings.channel_pages)
     send_batches, receive_batches = trio.open_memory_channel[Batch](settings.channel_pages)
     run.channels = {"pages": send_pages, "batches": send_batches}
@@ -173,23 +189,54 @@ async def _run_stages(
             run.checkpoints[cp.stream] = cp
 
     async with trio.open_nursery() as nursery:
-        async with send_pages:
-            for cp in streams:
-                nursery.start_soon(_paginate_stream, cp, run.fetcher, send_pages.clone(), settings)
         nursery.start_soon(normalize_pages, receive_pages, send_batches, run.stats)
         nursery.start_soon(write_batches, db, receive_batches, on_commit)
+        async with send_pages:
+            await _paginate_all(nursery, settings, run, streams, shards, send_pages)
 
 
-async def _paginate_stream(
-    cp: Checkpoint, fetcher: Fetcher, send: trio.MemorySendChannel[Page], settings: Settings
+async def _paginate_all(
+    nursery: trio.Nursery,
+    settings: Settings,
+    run: Run,
+    streams: list[Checkpoint],
+    shards: Shards | None,
+    send_pages: trio.MemorySendChannel[Page],
 ) -> None:
-    await paginate(
-        cp,
-        fetcher,
-        send,
-        max_resumes_without_progress=settings.max_resumes_without_progress,
-        cursor_margin=settings.cursor_margin,
-    )
+    """Run a Paginator per stream; each time one finishes, carve a new shard off the stream
+    with most left, so the tail of a run never idles on one slow shard."""
+    assert run.fetcher is not None
+    fetcher = run.fetcher
+    finished_send, finished_receive = trio.open_memory_channel[str](math.inf)
+
+    async def walk(cp: Checkpoint, send: trio.MemorySendChannel[Page]) -> None:
+        await paginate(
+            cp,
+            fetcher,
+            send,
+            shards=shards,
+            max_resumes_without_progress=settings.max_resumes_without_progress,
+            cursor_margin=settings.cursor_margin,
+        )
+        finished_send.send_nowait(cp.stream)
+
+    for cp in streams:
+        nursery.start_soon(walk, cp, send_pages.clone())
+    active = len(streams)
+    while active:
+        stream = await finished_receive.receive()
+        active -= 1
+        if shards is None:
+            continue
+        shards.finished(stream)
+        split = shards.split_largest()
+        if split is not None:
+            new, _shrunk = split
+            # The new shard is saved before the shrunk one's next page can be: at every
+            # moment the saved shards cover everything not yet committed.
+            await send_pages.send(Page(new.stream, [], None, None, new))
+            nursery.start_soon(walk, new, send_pages.clone())
+            active += 1
 
 
 async def normalize_pages(
@@ -206,13 +253,49 @@ async def normalize_pages(
             await send.send(Batch(events, rejected, [page.checkpoint]))
 
 
-def plan_streams(checkpoints: list[Checkpoint], *, feed: bool) -> list[Checkpoint]:
-    """The streams of this run: the saved ones, or a fresh walk of the whole data."""
-    if checkpoints:
-        return checkpoints
-    if feed:
-        return [Checkpoint(stream=FEED_STREAM, source="feed")]
-    return [Checkpoint(stream=EVENTS_STREAM, source="events")]
+async def plan_run(
+    settings: Settings, fetcher: Fetcher, checkpoints: list[Checkpoint], info: ApiStats
+) -> tuple[list[Checkpoint], Shards | None]:
+    """The streams of this run (the saved ones, or a fresh plan over the data's time range),
+    and the live shard bounds when the feed is in use."""
+    feed = fetcher.tokens is not None
+    streams = checkpoints
+    time_range = info.time_range
+    if not streams:
+        if feed:
+            time_range = await discover_range(fetcher, time_range)
+        if not feed or time_range is None:
+            source = "feed" if feed else "events"
+            streams = [Checkpoint(stream=LISTING if source == "events" else "feed", source=source)]
+        else:
+            streams = plan(
+                time_range,
+                feed_shards=settings.feed_shards,
+                listing=settings.source != "feed",
+                listing_share=settings.listing_share,
+            )
+    active = [cp for cp in streams if not cp.done]
+    if not feed or not active:
+        return streams, None
+    if time_range is None:
+        time_range = _range_of(active)
+    span = max(time_range.newest_ms - time_range.oldest_ms, 1)
+    # Not worth splitting below two pages' worth of events.
+    per_ms = (info.total or 0) / span
+    min_split = int(2 * settings.page_size / per_ms) if per_ms > 0 else 3_600_000
+    shards = Shards(time_range.oldest_ms, time_range.newest_ms, min_split_ms=min_split)
+    for cp in active:
+        shards.add(cp)
+    return streams, shards
+
+
+def _range_of(streams: list[Checkpoint]) -> TimeRange:
+    bounds = [b for cp in streams for b in (cp.since_ms, cp.until_ms) if b is not None]
+    bounds += [to_ms(cp.watermark) for cp in streams if cp.watermark is not None]
+    if not bounds:
+        now = int(time.time() * 1000)
+        return TimeRange(now - 30 * 86_400_000, now)
+    return TimeRange(min(bounds), max(bounds))
 
 
 async def _feed_tokens(
@@ -234,8 +317,20 @@ async def _feed_tokens(
     return keeper
 
 
-async def api_total(api: Api, attempts: int = 3) -> int | None:
-    """The API's own count of events (from /internal/stats), or None if it will not say.
+@attrs.frozen
+class ApiStats:
+    """What /internal/stats says: the number of events, and their time range if it tells."""
+
+    total: int | None = None
+    time_range: TimeRange | None = None
+
+
+async def api_total(api: Api) -> int | None:
+    return (await api_stats(api)).total
+
+
+async def api_stats(api: Api, attempts: int = 3) -> ApiStats:
+    """The API's own count of events (from /internal/stats), and the data's time range.
 
     Also the first word with the API: a refused key or an unreachable URL is a wrong setting.
     """
@@ -246,14 +341,25 @@ async def api_total(api: Api, attempts: int = 3) -> int | None:
             if exc.status == 401:
                 raise ConfigError("FLOWTEL_API_KEY was refused by the API (401)") from None
             log.info("could not read the API's totals: %s", exc)
-            return None
+            return ApiStats()
         except TransientError as exc:
             if attempt == attempts:
                 raise ConfigError(f"cannot reach FLOWTEL_API_URL {api.base_url}: {exc}") from None
             await trio.sleep(attempt)
         else:
-            return _find_total(answer.body)
-    return None
+            return ApiStats(_find_total(answer.body), _find_range(answer.body))
+    return ApiStats()
+
+
+def _find_range(body: dict[str, Any]) -> TimeRange | None:
+    found = body.get("timeRange")
+    if not isinstance(found, dict):
+        return None
+    try:
+        oldest, newest = (to_ms(parse_instant(found.get(k))) for k in ("oldest", "newest"))
+    except BadTimestamp:
+        return None
+    return TimeRange(oldest, newest) if oldest <= newest else None
 
 
 def _find_total(body: dict[str, Any]) -> int | None:

@@ -29,10 +29,12 @@ from flowtel._errors import (
     TransientError,
 )
 from flowtel._model import Checkpoint, Page
+from flowtel._pacer import FeedPacer
 from flowtel._ratelimit import RateLimiter
 from flowtel._retry import Backoff
+from flowtel._shards import Shards
 from flowtel._stats import RunStats
-from flowtel._timestamps import BadTimestamp, parse_instant
+from flowtel._timestamps import BadTimestamp, parse_instant, to_ms
 from flowtel._tokens import TokenKeeper
 
 log = logging.getLogger("flowtel.paginator")
@@ -46,8 +48,7 @@ class Fetcher:
 
     api: Api
     events_limiter: RateLimiter
-    feed_limiter: RateLimiter
-    feed_slots: trio.CapacityLimiter
+    feed_limiter: FeedPacer
     tokens: TokenKeeper | None
     backoff: Backoff
     stats: RunStats
@@ -87,18 +88,17 @@ class Fetcher:
             return await self._send_on(self.events_limiter, EVENTS_PATH, params, None)
         if self.tokens is None:
             raise FeedUnavailable("the feed is not in use in this run")
-        async with self.feed_slots:
-            access = await self.tokens.get()
-            try:
-                return await self._send_on(
-                    self.feed_limiter, access.endpoint, params, (access.header, access.token)
-                )
-            except StreamTokenExpired:
-                self.tokens.refused(access)
-                raise TransientError("the stream token was refused; getting a new one") from None
+        access = await self.tokens.get()
+        try:
+            return await self._send_on(
+                self.feed_limiter, access.endpoint, params, (access.header, access.token)
+            )
+        except StreamTokenExpired:
+            self.tokens.refused(access)
+            raise TransientError("the stream token was refused; getting a new one") from None
 
     async def _send_on(
-        self, limiter: RateLimiter, path: str, params: dict[str, Any], token: Any
+        self, limiter: RateLimiter | FeedPacer, path: str, params: dict[str, Any], token: Any
     ) -> Answer:
         ticket = await limiter.acquire()
         self.stats.requests += 1
@@ -123,7 +123,8 @@ class Fetcher:
             limiter.failed(ticket)
             raise
         self.stats.answered(endpoint, 200)
-        limiter.answered(ticket, answer.headers)
+        data = answer.body.get("data")
+        limiter.answered(ticket, answer.headers, len(data) if isinstance(data, list) else 0)
         return answer
 
 
@@ -132,10 +133,15 @@ async def paginate(
     fetcher: Fetcher,
     send_pages: trio.MemorySendChannel[Page],
     *,
+    shards: Shards | None = None,
     max_resumes_without_progress: int = 3,
     cursor_margin: float = 10.0,
 ) -> None:
-    """Walk one stream to its end, sending every page with its checkpoint into `send_pages`."""
+    """Walk one stream to its end, sending every page with its checkpoint into `send_pages`.
+
+    With `shards`, the stream's lower bound is live: a split can raise it, and the stream is
+    done once its watermark is below it (everything at or above the bound has come).
+    """
     async with send_pages:
         cp = checkpoint
         now_wall = fetcher.wall_clock()
@@ -185,8 +191,26 @@ async def paginate(
                     return
                 raise
             page, deadline = _page_from(answer, cp, fetcher.wall_clock())
+            page = _within_live_bound(page, shards.lower_bound(cp.stream) if shards else None)
+            if shards is not None:
+                shards.progressed(page.checkpoint)
             cp = page.checkpoint
             await send_pages.send(page)
+
+
+def _within_live_bound(page: Page, lower: int | None) -> Page:
+    """The page's checkpoint with the stream's live lower bound; done once below it."""
+    cp = page.checkpoint
+    bound = cp.since_ms if lower is None else max(lower, cp.since_ms or lower)
+    if bound is None or cp.done:
+        return page
+    cp = attrs.evolve(cp, since_ms=bound)
+    if cp.watermark is not None and to_ms(cp.watermark) < bound:
+        # Everything at or above the bound has come (newest first): the rest is another's.
+        cp = attrs.evolve(cp, cursor=None, cursor_expires_at=None, done=True)
+    return attrs.evolve(
+        page, next_cursor=cp.cursor, cursor_expires_at=cp.cursor_expires_at, checkpoint=cp
+    )
 
 
 def request_params(cp: Checkpoint, page_size: int) -> dict[str, Any]:
@@ -194,7 +218,7 @@ def request_params(cp: Checkpoint, page_size: int) -> dict[str, Any]:
     params: dict[str, Any] = {"limit": page_size}
     until = cp.until_ms
     if cp.source == "feed" and cp.cursor is None and cp.watermark is not None:
-        watermark_ms = _to_ms(cp.watermark)
+        watermark_ms = to_ms(cp.watermark)
         until = watermark_ms if until is None else min(until, watermark_ms)
     if cp.source == "feed":
         if cp.since_ms is not None:
@@ -259,10 +283,3 @@ def _looks_damaged(answer: Answer) -> bool:
 
 def _seconds_left(expires_at: dt.datetime | None, now_wall: float) -> float:
     return -1.0 if expires_at is None else expires_at.timestamp() - now_wall
-
-
-def _to_ms(instant: dt.datetime) -> int:
-    return (instant - _EPOCH) // dt.timedelta(milliseconds=1)
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -71,7 +71,7 @@ class RateLimiter:
         self.waited += self.clock() - started
         return Ticket(sent_at=self.clock(), epoch=self._epoch)
 
-    def answered(self, ticket: Ticket, headers: Mapping[str, str]) -> None:
+    def answered(self, ticket: Ticket, headers: Mapping[str, str], events: int = 0) -> None:
         """Learn from an answer (any status) to a request sent with `ticket`."""
         self._in_flight -= 1
         budget = _read_budget(headers)

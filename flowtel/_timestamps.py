@@ -189,3 +189,8 @@ def format_instant(instant: dt.datetime) -> str:
     """The API's own format, `2026-01-27T19:19:13.629Z`, for an aware datetime."""
     instant = instant.astimezone(UTC)
     return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
+
+
+def to_ms(instant: dt.datetime) -> int:
+    """Epoch milliseconds of an aware instant, exactly (no float on the way)."""
+    return (instant - EPOCH) // dt.timedelta(milliseconds=1)

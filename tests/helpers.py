@@ -11,6 +11,7 @@ import httpx
 import trio
 
 from flowtel._api import Api
+from flowtel._pacer import FeedPacer
 from flowtel._paginator import Fetcher
 from flowtel._ratelimit import RateLimiter
 from flowtel._retry import Backoff
@@ -54,8 +55,7 @@ async def fetcher_for(
         yield Fetcher(
             api=api,
             events_limiter=RateLimiter("events"),
-            feed_limiter=RateLimiter("feed"),
-            feed_slots=trio.CapacityLimiter(4),
+            feed_limiter=FeedPacer(),
             tokens=TokenKeeper(api, backoff) if feed else None,
             backoff=backoff,
             stats=RunStats(),

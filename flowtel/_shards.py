@@ -1,0 +1,185 @@
+"""Time shards of the data: planned from the data's time range, rebalanced as streams finish.
+
+Every shard's bounds are inclusive and neighbours share their edge instant, so ties at an
+edge are fetched by both and deduplicate on id: no event falls between two shards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import attrs
+
+from flowtel._errors import ApiError, TransientError
+from flowtel._model import Checkpoint
+from flowtel._timestamps import BadTimestamp, parse_instant, to_ms
+
+log = logging.getLogger("flowtel.shards")
+
+LISTING = "events"  # the events listing's stream: it always starts at the newest event
+DAY_MS = 86_400_000
+
+
+@attrs.frozen
+class TimeRange:
+    oldest_ms: int  # at or before the oldest event (an estimate may be earlier, never later)
+    newest_ms: int
+
+
+def plan(
+    time_range: TimeRange,
+    *,
+    feed_shards: int,
+    listing: bool,
+    listing_share: float = 0.2,
+) -> list[Checkpoint]:
+    """The streams of a fresh run.
+
+    With the listing, it takes the newest `listing_share` of the range (it can only walk down
+    from the top); the feed's shards split the rest evenly. The oldest shard is open below and
+    the newest feed shard open above when there is no listing, so an estimate that is off
+    loses nothing.
+    """
+    oldest, newest = time_range.oldest_ms, time_range.newest_ms
+    streams: list[Checkpoint] = []
+    top = newest
+    if listing:
+        if feed_shards == 0:
+            return [Checkpoint(stream=LISTING, source="events")]
+        top = newest - int((newest - oldest) * listing_share)
+        streams.append(Checkpoint(stream=LISTING, source="events", since_ms=top))
+    edges = [oldest + (top - oldest) * i // feed_shards for i in range(feed_shards + 1)]
+    for i in range(feed_shards):
+        since = None if i == 0 else edges[i]
+        until = None if (i == feed_shards - 1 and not listing) else edges[i + 1]
+        streams.append(
+            Checkpoint(stream=f"feed-{i + 1:03d}", source="feed", since_ms=since, until_ms=until)
+        )
+    return streams
+
+
+@attrs.define
+class Shards:
+    """The live bounds of a run's streams, shared by their Paginators.
+
+    A Paginator asks `lower_bound(stream)` after each page: a split may have raised it, and
+    once the stream's watermark is below it the stream is done. When a stream finishes, the
+    run asks `split_largest()` for a new shard carved from the stream with most left to do.
+    """
+
+    floor_ms: int  # estimate of the oldest instant, for sizing open-ended shards
+    ceiling_ms: int  # the newest instant, for sizing the listing's shard
+    min_split_ms: int = 60_000
+    streams: dict[str, Checkpoint] = attrs.Factory(dict)  # latest known state, active only
+    _next: int = 0
+
+    def add(self, cp: Checkpoint) -> None:
+        self.streams[cp.stream] = cp
+        if cp.stream.startswith("feed-"):
+            with contextlib.suppress(ValueError):
+                self._next = max(self._next, int(cp.stream[5:]))
+
+    def lower_bound(self, stream: str) -> int | None:
+        cp = self.streams.get(stream)
+        return cp.since_ms if cp is not None else None
+
+    def progressed(self, cp: Checkpoint) -> None:
+        if cp.done:
+            self.streams.pop(cp.stream, None)
+        elif cp.stream in self.streams:
+            # Keep the live lower bound: a split may have raised it since the page left.
+            since = self.streams[cp.stream].since_ms
+            self.streams[cp.stream] = attrs.evolve(cp, since_ms=_max_bound(cp.since_ms, since))
+
+    def finished(self, stream: str) -> None:
+        self.streams.pop(stream, None)
+
+    def remaining_ms(self, cp: Checkpoint) -> int:
+        top = cp.until_ms if cp.until_ms is not None else self.ceiling_ms
+        if cp.watermark is not None:
+            top = min(top, to_ms(cp.watermark))
+        bottom = cp.since_ms if cp.since_ms is not None else self.floor_ms
+        return max(top - bottom, 0)
+
+    def split_largest(self) -> tuple[Checkpoint, Checkpoint] | None:
+        """Carve the lower half off the stream with most left: (new shard, shrunk stream)."""
+        if not self.streams:
+            return None
+        largest = max(self.streams.values(), key=self.remaining_ms)
+        span = self.remaining_ms(largest)
+        if span < 2 * self.min_split_ms:
+            return None
+        bottom = largest.since_ms if largest.since_ms is not None else self.floor_ms
+        mid = bottom + span // 2
+        self._next += 1
+        new = Checkpoint(
+            stream=f"feed-{self._next:03d}", source="feed", since_ms=largest.since_ms, until_ms=mid
+        )
+        shrunk = attrs.evolve(largest, since_ms=mid)
+        self.streams[largest.stream] = shrunk
+        self.streams[new.stream] = new
+        log.info(
+            "split %s: %s takes the older half, up to %s", largest.stream, new.stream, _iso(mid)
+        )
+        return new, shrunk
+
+
+async def discover_range(fetcher: Any, stats_range: TimeRange | None) -> TimeRange | None:
+    """The data's time range: from /internal/stats when it says, else from the feed.
+
+    The feed is asked for its newest event, then for the newest at or before instants
+    further and further back until none is left: the last empty answer is below the oldest.
+    """
+    if stats_range is not None:
+        return stats_range
+    newest = await _newest_at_or_before(fetcher, None)
+    if newest is None:
+        return None
+    found, step = newest, DAY_MS
+    for _ in range(16):
+        probe = newest - step
+        older = await _newest_at_or_before(fetcher, probe)
+        if older is None:
+            return TimeRange(oldest_ms=probe, newest_ms=newest)
+        found, step = older, step * 2
+    return TimeRange(oldest_ms=found - step, newest_ms=newest)
+
+
+async def _newest_at_or_before(fetcher: Any, until: int | None) -> int | None:
+    params: dict[str, Any] = {"limit": 1}
+    if until is not None:
+        params["until"] = until
+    try:
+        answer = await fetcher.fetch("feed", params, float("inf"))
+    except ApiError as exc:
+        if exc.status == 418:  # outside the data's range
+            return None
+        raise
+    except TransientError:
+        raise
+    data = answer.body.get("data")
+    if not isinstance(data, list) or not data:
+        return None
+    first = data[0]
+    if not isinstance(first, dict):
+        return None
+    try:
+        return to_ms(parse_instant(first.get("timestamp")))
+    except BadTimestamp:
+        return None
+
+
+def _max_bound(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def _iso(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
