@@ -15,7 +15,7 @@ Commands:
   run       Pull every event into the database, resuming from its checkpoints.
   demo      Rehearse the whole job on this machine: a simulated API (live limits) and the
             embedded PostgreSQL (database flowtel_demo, emptied first), then the submission
-            and the verdict. 200,000 events by default: about a minute and a half.
+            and the verdict. 200,000 events by default: 1 to 2 minutes.
   status    Streams, checkpoints and the last run's throughput, from the database.
   check     Is the key accepted, the API and the database reachable, the feed available.
   submit    Hand in every stored id (refused until the database holds the API's total).
