@@ -395,6 +395,7 @@ async def _summarize(db: Database, run: Run) -> Summary:
         total_in_database=await db.count_events(),
         api_total=run.api_total,
         per_minute=list(stats.per_minute),
+        peak_feed_in_flight=run.fetcher.feed_limiter.peak_in_flight if run.fetcher else 0,
     )
 
 

@@ -1,16 +1,18 @@
 """Pacing the stream feed, which announces no limits: its budget is learned as flowtel runs.
 
 Two controls, both adaptive:
-- **Rate.** Requests leave evenly spaced, one every `interval` seconds. Even spacing stays
-  inside a fixed window, a sliding window and a token bucket alike. The rate starts unknown
-  (unpaced); the first 429 teaches it: a 429 at `t` with `Retry-After: R` says the server's
-  window ends at `t + R`, and the requests that got through since the window began are its
-  limit. After clean windows the rate creeps up by `probe_step`, so a raised limit is found;
-  a 429 brings it back to what was learned (multiplicative decrease).
-- **Concurrency.** How many requests may be in flight grows by one per round trip while
-  answers stay fast (additive increase) and shrinks when they slow down, which is the
-  server's capacity queueing them (multiplicative decrease) — but it only grows while it is
-  what holds requests back.
+- **Budget.** Until the first 429 nothing is known and requests go as fast as concurrency
+  allows. A 429 at `t` with `Retry-After: R` says the server's window ends at `t + R`; the
+  requests that got through since the window began are its limit `L`, and `t + R` minus that
+  beginning is its length `W`. From then on each window (anchored, like the server's, at its
+  first request) gets `L` requests, sent as soon as they are wanted; after a few clean windows
+  one more is tried, so a raised limit is found. If a 429 comes although the window's budget
+  was kept, the server is not counting in fixed windows: the pacer switches to spacing
+  requests evenly, `W / L` apart, which stays inside sliding windows and token buckets too.
+- **Concurrency.** How many requests may be in flight grows by one per round trip while it
+  is what holds requests back (additive increase) and shrinks when full pages come back much
+  slower than when calm, which is the server's capacity queueing them (multiplicative
+  decrease).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import math
 from collections import deque
 from collections.abc import Callable
+from typing import Literal
 
 import attrs
 import trio
@@ -26,33 +29,44 @@ import trio
 from flowtel._ratelimit import Ticket
 
 Clock = Callable[[], float]
+Mode = Literal["learning", "window", "even"]
 
 
 @attrs.define
 class FeedPacer:
     name: str = "feed"
     clock: Clock = trio.current_time
-    # Concurrency (AIMD).
+    # Concurrency (AIMD on latency).
     concurrency: float = 4.0
     min_concurrency: float = 1.0
     max_concurrency: float = 32.0
-    slow_factor: float = 2.0  # answers this much slower than when calm are queueing
+    slow_factor: float = 2.0  # full pages this much slower than when calm are queueing
     backoff_factor: float = 0.75
-    # Rate.
-    interval: float = 0.0  # seconds between requests; 0 = unpaced (nothing learned yet)
-    probe_step: float = 0.01  # rate increase after each clean window
-    limit: int | None = None  # requests per window, learned from 429s
-    window: float | None = None  # the window's length, learned from 429s
+    # Budget, learned from 429s.
+    mode: Mode = "learning"
+    limit: int | None = None  # requests per window
+    window: float | None = None  # seconds
+    probe_every: int = 5  # clean, fully used windows before one more request is tried
+    guard: float = 0.05  # seconds added to a learned window
+    # Even spacing (servers that do not count in fixed windows).
+    interval: float = 0.0
+    probe_step: float = 0.02  # faster by this much after a clean window
+    decrease_factor: float = 1.25  # slower by this much after a 429
     # Counters.
     requests: int = 0
     throttled: int = 0
     waited: float = 0.0
+    peak_in_flight: int = 0
     _in_flight: int = 0
-    _next_send: float = -math.inf
     _blocked_until: float = -math.inf
-    _window_start: float | None = None  # our first send after the last block ended
-    _sent: deque[float] = attrs.field(factory=deque)  # send times of requests not refused
+    _window_start: float | None = None  # send time of the current window's first request
+    _window_sent: int = 0
+    _window_budget: int = 0
+    _clean_windows: int = 0
+    _mismatches: int = 0
     _clean_since: float = 0.0
+    _next_send: float = -math.inf  # even mode
+    _sent: deque[float] = attrs.field(factory=deque)  # send times of requests not refused
     _largest: int = 0  # the largest page seen: the full page size
     _smooth: float | None = None  # moving average of full pages' latency
     _calm: float = math.inf  # the lowest that average has been: latency without queueing
@@ -67,14 +81,16 @@ class FeedPacer:
 
     @property
     def remaining(self) -> int | None:
-        return None
+        if self.mode != "window" or self._window_start is None:
+            return None
+        return max(self._window_budget - self._window_sent, 0)
 
     async def acquire(self) -> Ticket:
         started = self.clock()
         async with self._order:
             while True:
                 now = self.clock()
-                wait_until = max(self._blocked_until, self._next_send)
+                wait_until = max(self._blocked_until, self._budget_wait(now))
                 if now < wait_until:
                     await self._wait(wait_until)
                     continue
@@ -87,14 +103,14 @@ class FeedPacer:
                     continue
                 break
             now = self.clock()
-            if self._window_start is None:
-                self._window_start = now
-            self._next_send = now + self.interval
+            self._spend(now)
             self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
             self.requests += 1
             self._sent.append(now)
         self.waited += now - started
-        return Ticket(sent_at=now, epoch=0)
+        # The ticket carries its place in the window: a refusal within the budget tells.
+        return Ticket(sent_at=now, epoch=self._window_sent if self.mode == "window" else 0)
 
     def answered(self, ticket: Ticket, headers: object = None, events: int = 0) -> None:
         """A successful answer; `events` is the page's size (latency grows with it)."""
@@ -103,9 +119,8 @@ class FeedPacer:
         self._largest = max(self._largest, events)
         if events and events >= 0.9 * self._largest:  # full pages only: comparable latencies
             latency = now - ticket.sent_at
-            smooth = self._smooth = (
-                latency if self._smooth is None else 0.8 * self._smooth + 0.2 * latency
-            )
+            smooth = latency if self._smooth is None else 0.8 * self._smooth + 0.2 * latency
+            self._smooth = smooth
             self._calm = min(self._calm, smooth)
             if smooth > self.slow_factor * self._calm and now >= self._next_decrease:
                 # Answers queue behind the server's capacity: fewer at once, once per round trip.
@@ -116,29 +131,22 @@ class FeedPacer:
                 self.concurrency = min(
                     self.max_concurrency, self.concurrency + 1 / self.concurrency
                 )
-        self._probe(now)
+        self._forget_old(now)
         self._wake()
 
     def throttled_by_server(self, ticket: Ticket, retry_after: float) -> None:
-        """A 429: learn the window, slow down to it, and hold everyone until it reopens."""
+        """A 429: learn the budget from it, and hold every request until the window reopens."""
         self._in_flight -= 1
         self.throttled += 1
         now = self.clock()
         with_ticket = ticket.sent_at
-        self._forget(with_ticket)
+        with contextlib.suppress(ValueError):
+            self._sent.remove(with_ticket)
         window_end = now + retry_after
-        start = self._window_start if self._window_start is not None else with_ticket
-        if start < window_end and self._blocked_until <= with_ticket:
-            # Requests that got through in this window (sent before the refused one).
-            got_through = sum(1 for t in self._sent if start <= t < with_ticket)
-            if got_through > 0:
-                window = window_end - start
-                self.window = window if self.window is None else min(self.window, window)
-                self.limit = got_through
-                self.interval = max(self.interval, self.window / self.limit)
+        if self._blocked_until <= with_ticket:  # the first 429 of this window teaches
+            self._learn(with_ticket, window_end, place=ticket.epoch)
         self._blocked_until = max(self._blocked_until, window_end)
         self._window_start = None
-        self._clean_since = window_end
         self._wake()
 
     def failed(self, ticket: Ticket) -> None:
@@ -146,20 +154,87 @@ class FeedPacer:
         self._wake()
 
     def seconds_to_next_slot(self) -> float:
-        return max(self._blocked_until - self.clock(), self._next_send - self.clock(), 0.0)
+        now = self.clock()
+        return max(self._blocked_until - now, self._budget_wait(now) - now, 0.0)
 
-    def _probe(self, now: float) -> None:
-        # Forget sends older than two windows; after a clean window, try a little faster.
-        horizon = 2 * (self.window or 60.0)
+    # -- the budget -----------------------------------------------------------------------
+
+    def _budget_wait(self, now: float) -> float:
+        """When the budget lets the next request go (`now` or earlier: at once)."""
+        if self.mode == "even":
+            return self._next_send
+        if self.mode == "window" and self._window_start is not None:
+            assert self.window is not None
+            end = self._window_start + self.window
+            if now < end and self._window_sent >= self._window_budget:
+                return end
+        return now
+
+    def _spend(self, now: float) -> None:
+        if self.mode == "even":
+            self._next_send = now + self.interval
+            if now - self._clean_since >= (self.window or 60.0):
+                self.interval /= 1 + self.probe_step  # a clean window: a little faster
+                self._clean_since = now
+            return
+        if self.mode == "window":
+            assert self.window is not None and self.limit is not None
+            if self._window_start is not None and now < self._window_start + self.window:
+                self._window_sent += 1
+                return
+            if self._window_start is not None and self._window_sent >= self._window_budget:
+                # The last window was used whole without a 429, probe included: keep it.
+                self.limit = max(self.limit, self._window_budget)
+                self._clean_windows += 1
+            probe = self.probe_every > 0 and self._clean_windows >= self.probe_every
+            if probe:
+                self._clean_windows = 0
+            self._window_budget = self.limit + (1 if probe else 0)
+        elif self._window_start is not None:
+            self._window_sent += 1
+            return
+        self._window_start, self._window_sent = now, 1
+
+    def _learn(self, refused_at: float, window_end: float, place: int) -> None:
+        if self.mode == "even":
+            # Still refused while evenly spaced: slower (multiplicative decrease).
+            self.interval *= self.decrease_factor
+            self._clean_since = window_end
+            return
+        if self.mode == "window" and 0 < place <= self._window_budget - (
+            self._window_budget > (self.limit or 0)
+        ):
+            # Refused inside the budget: the limit fell, or the server does not count in
+            # fixed windows. Once may be the former; twice, space requests evenly instead.
+            self._mismatches += 1
+            assert self.window is not None and self.limit is not None
+            if self._mismatches < 2:
+                self.limit = max(place - 1, 1)
+            else:
+                self.mode = "even"
+                self.interval = self.window / self.limit * self.decrease_factor
+                self._next_send = window_end
+                self._clean_since = window_end
+            return
+        start = self._window_start
+        if start is None:
+            return
+        got_through = sum(1 for t in self._sent if start <= t < refused_at)
+        if got_through == 0:
+            return
+        # A fixed window behaved as one (first sight, or a probe refused): its length is at
+        # least `window_end - start`, Retry-After being rounded up and our window starting
+        # before the server's; the smallest such estimate is the best.
+        self._clean_windows = 0
+        window = window_end - start + self.guard
+        self.window = window if self.window is None else min(self.window, window)
+        if self.mode == "learning":
+            self.limit, self.mode = got_through, "window"
+
+    def _forget_old(self, now: float) -> None:
+        horizon = 3 * (self.window or 60.0)
         while self._sent and self._sent[0] < now - horizon:
             self._sent.popleft()
-        if self.window is not None and self.interval > 0 and now - self._clean_since > self.window:
-            self.interval /= 1 + self.probe_step
-            self._clean_since = now
-
-    def _forget(self, sent_at: float) -> None:
-        with contextlib.suppress(ValueError):
-            self._sent.remove(sent_at)
 
     async def _wait(self, deadline: float) -> None:
         changed = self._changed

