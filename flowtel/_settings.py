@@ -43,14 +43,14 @@ class Settings:
     damaged_page_retries: int = 3
     request_timeout: float = 90.0
     verify_tls: bool = True
-    # Pages buffered between stages. Bounded so that a slow Writer slows fetching down long
-    # before a waiting cursor could expire.
     # Feed requests in flight at the start; it adapts to the server as the run goes.
     feed_concurrency: int = 4
     # Time shards the feed is split into (each walked by its own Paginator).
     feed_shards: int = 8
     # Share of the time range, newest first, that the events listing walks beside the feed.
     listing_share: float = 0.2
+    # Pages buffered between stages. Bounded so that a slow Writer slows fetching down long
+    # before a waiting cursor could expire.
     channel_pages: int = 8
     # Seconds a cursor must still have to be worth using on resume.
     cursor_margin: float = 10.0
