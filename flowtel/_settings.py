@@ -69,6 +69,16 @@ class Settings:
             )
         if not 1 <= self.page_size <= 5000:
             raise ConfigError(f"FLOWTEL_PAGE_SIZE must be between 1 and 5000, not {self.page_size}")
+        for name, value, low in (
+            ("FLOWTEL_FEED_SHARDS", self.feed_shards, 1),
+            ("FLOWTEL_FEED_CONCURRENCY", self.feed_concurrency, 1),
+            ("FLOWTEL_CHANNEL_PAGES", self.channel_pages, 1),
+            ("FLOWTEL_MAX_RETRIES", self.max_retries, 0),
+        ):
+            if value < low:
+                raise ConfigError(f"{name} must be at least {low}, not {value}")
+        if not 0 <= self.listing_share < 1:
+            raise ConfigError(f"FLOWTEL_LISTING_SHARE must be in [0, 1), not {self.listing_share}")
         if self.database_url is not None:
             _check_dsn(self.database_url)
 
