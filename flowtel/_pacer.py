@@ -26,7 +26,7 @@ from typing import Literal
 import attrs
 import trio
 
-from flowtel._ratelimit import Ticket
+from flowtel._ratelimit import Changes, Ticket
 
 Clock = Callable[[], float]
 Mode = Literal["learning", "window", "even"]
@@ -65,6 +65,7 @@ class FeedPacer:
     _clean_windows: int = 0
     _mismatches: int = 0
     _clean_since: float = 0.0
+    _accepted: tuple[float, int] | None = None  # (window start, limit before) of the last
     _next_send: float = -math.inf  # even mode
     _sent: deque[float] = attrs.field(factory=deque)  # send times of requests not refused
     _largest: int = 0  # the largest page seen: the full page size
@@ -73,7 +74,7 @@ class FeedPacer:
     _next_decrease: float = -math.inf
     _slot_waiters: int = 0
     _order: trio.Lock = attrs.field(factory=trio.Lock)  # FIFO: no stream starves
-    _changed: trio.Event = attrs.field(factory=trio.Event)
+    _changed: Changes = attrs.field(factory=lambda: Changes())
 
     @property
     def in_flight(self) -> int:
@@ -143,6 +144,14 @@ class FeedPacer:
         with contextlib.suppress(ValueError):
             self._sent.remove(with_ticket)
         window_end = now + retry_after
+        if (
+            self._accepted is not None
+            and self._accepted[0] <= with_ticket
+            and (self._window_start is None or with_ticket < self._window_start)
+        ):
+            # The window we took as clean was not: its refusal arrived late.
+            self.limit = self._accepted[1]
+        self._accepted = None
         if self._blocked_until <= with_ticket:  # the first 429 of this window teaches
             self._learn(with_ticket, window_end, place=ticket.epoch)
         self._blocked_until = max(self._blocked_until, window_end)
@@ -183,7 +192,9 @@ class FeedPacer:
                 self._window_sent += 1
                 return
             if self._window_start is not None and self._window_sent >= self._window_budget:
-                # The last window was used whole without a 429, probe included: keep it.
+                # The last window was used whole without a 429, probe included: keep it
+                # (unless a refusal of that window is still on its way: see below).
+                self._accepted = (self._window_start, self.limit)
                 self.limit = max(self.limit, self._window_budget)
                 self._clean_windows += 1
             probe = self.probe_every > 0 and self._clean_windows >= self.probe_every
@@ -201,6 +212,7 @@ class FeedPacer:
             self.interval *= self.decrease_factor
             self._clean_since = window_end
             return
+        start = self._window_start
         if self.mode == "window" and 0 < place <= self._window_budget - (
             self._window_budget > (self.limit or 0)
         ):
@@ -208,18 +220,20 @@ class FeedPacer:
             # fixed windows. Once may be the former; twice, space requests evenly instead.
             self._mismatches += 1
             assert self.window is not None and self.limit is not None
+            got_through = self._got_through(start, refused_at) if start is not None else 0
             if self._mismatches < 2:
-                self.limit = max(place - 1, 1)
+                # A lower limit, if some got through; refused at the very opening of our
+                # window, the server's window had not reopened: keep the limit, note it.
+                self.limit = got_through or self.limit
             else:
                 self.mode = "even"
                 self.interval = self.window / self.limit * self.decrease_factor
                 self._next_send = window_end
                 self._clean_since = window_end
             return
-        start = self._window_start
         if start is None:
             return
-        got_through = sum(1 for t in self._sent if start <= t < refused_at)
+        got_through = self._got_through(start, refused_at)
         if got_through == 0:
             return
         # A fixed window behaved as one (first sight, or a probe refused): its length is at
@@ -231,16 +245,18 @@ class FeedPacer:
         if self.mode == "learning":
             self.limit, self.mode = got_through, "window"
 
+    def _got_through(self, start: float, refused_at: float) -> int:
+        """Requests of the window that began at `start`, sent before the refused one, and
+        not refused themselves (as far as we know yet)."""
+        return sum(1 for t in self._sent if start <= t < refused_at)
+
     def _forget_old(self, now: float) -> None:
         horizon = 3 * (self.window or 60.0)
         while self._sent and self._sent[0] < now - horizon:
             self._sent.popleft()
 
     async def _wait(self, deadline: float) -> None:
-        changed = self._changed
-        with trio.move_on_at(deadline):
-            await changed.wait()
+        await self._changed.wait(deadline)
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        self._changed.notify()

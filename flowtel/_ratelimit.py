@@ -19,6 +19,22 @@ import trio
 Clock = Callable[[], float]
 
 
+class Changes:
+    """Wakes every task waiting for a bucket's state to change (or for a deadline)."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    async def wait(self, deadline: float) -> None:
+        event = self._event
+        with trio.move_on_at(deadline):
+            await event.wait()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+
 @attrs.frozen
 class Ticket:
     """Permission to send one request; hand it back with the answer's headers."""
@@ -43,7 +59,7 @@ class RateLimiter:
     waited: float = 0.0  # seconds tasks spent waiting for a slot, summed
     _in_flight: int = 0
     _epoch: int = 0
-    _changed: trio.Event = attrs.field(factory=trio.Event)
+    _changed: Changes = attrs.field(factory=lambda: Changes())
 
     async def acquire(self) -> Ticket:
         """Wait until the bucket has room for one more request, and take it."""
@@ -128,13 +144,10 @@ class RateLimiter:
         self.window_end = None
 
     async def _wait(self, deadline: float) -> None:
-        changed = self._changed
-        with trio.move_on_at(deadline):
-            await changed.wait()
+        await self._changed.wait(deadline)
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        self._changed.notify()
 
 
 def _read_budget(headers: Mapping[str, str]) -> tuple[int, int, float] | None:
