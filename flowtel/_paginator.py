@@ -149,10 +149,13 @@ async def paginate(
         if cp.cursor is not None and deadline - trio.current_time() < cursor_margin:
             log.info("%s: the saved cursor has expired; resuming from the watermark", cp.stream)
             cp = attrs.evolve(cp, cursor=None, cursor_expires_at=None)
+        chain: dict[str, Any] | None = None  # the range the current cursor chain began with
         stuck_at: dt.datetime | None = None
         stuck = 0
         while not cp.done:
-            params = request_params(cp, fetcher.page_size)
+            params = request_params(cp, fetcher.page_size, chain)
+            if cp.cursor is None:
+                chain = {k: v for k, v in params.items() if k in ("since", "until")}
             if cp.cursor is None and cp.source == "events" and cp.watermark is not None:
                 fetcher.stats.rescans += 1
                 log.warning(
@@ -213,20 +216,27 @@ def _within_live_bound(page: Page, lower: int | None) -> Page:
     )
 
 
-def request_params(cp: Checkpoint, page_size: int) -> dict[str, Any]:
-    """The query for the stream's next page: its cursor, or a range ending at its watermark."""
+def request_params(
+    cp: Checkpoint, page_size: int, chain: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The query for the stream's next page.
+
+    With a cursor: the cursor, and the range its chain began with (`chain`, if this process
+    knows it): a split may have raised the stream's bound since, but a cursor's query is never
+    edited. Without one: a range ending at the watermark (inclusive: ties come again).
+    """
     params: dict[str, Any] = {"limit": page_size}
-    until = cp.until_ms
-    if cp.source == "feed" and cp.cursor is None and cp.watermark is not None:
-        watermark_ms = to_ms(cp.watermark)
-        until = watermark_ms if until is None else min(until, watermark_ms)
+    if cp.cursor is not None:
+        return {**params, **(chain or {}), "cursor": cp.cursor}
     if cp.source == "feed":
+        until = cp.until_ms
+        if cp.watermark is not None:
+            watermark_ms = to_ms(cp.watermark)
+            until = watermark_ms if until is None else min(until, watermark_ms)
         if cp.since_ms is not None:
             params["since"] = cp.since_ms
         if until is not None:
             params["until"] = until
-    if cp.cursor is not None:
-        params["cursor"] = cp.cursor
     return params
 
 

@@ -1,0 +1,169 @@
+"""Time shards: planned over the data's range, edges shared, rebalanced as streams finish."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import trio
+
+import flowtel
+from flowtel._model import Checkpoint, Page
+from flowtel._paginator import paginate
+from flowtel._shards import LISTING, Shards, TimeRange, discover_range, plan
+from flowtel.testing import Simulator, SimulatorTransport, profile
+
+try:
+    from tests.helpers import expected_rows, fetcher_for, stored_rows
+    from tests.test_ingest import quick_chaos, settings_for
+except ImportError:
+    from helpers import expected_rows, fetcher_for, stored_rows  # type: ignore[no-redef]
+    from test_ingest import quick_chaos, settings_for  # type: ignore[no-redef]
+
+DAY = 86_400_000
+
+
+def test_plan_shares_edges_and_leaves_nothing_out() -> None:
+    streams = plan(TimeRange(0, 100 * DAY), feed_shards=4, listing=True, listing_share=0.2)
+    listing, *feed = streams
+    assert listing == Checkpoint(stream=LISTING, source="events", since_ms=80 * DAY)
+    assert [(cp.since_ms, cp.until_ms) for cp in feed] == [
+        (None, 20 * DAY),  # open below: an estimate of the oldest may be late
+        (20 * DAY, 40 * DAY),
+        (40 * DAY, 60 * DAY),
+        (60 * DAY, 80 * DAY),  # shares its top edge with the listing's bottom
+    ]
+    assert all(cp.source == "feed" for cp in feed)
+
+
+def test_plan_without_the_listing_is_open_above() -> None:
+    streams = plan(TimeRange(0, 90 * DAY), feed_shards=3, listing=False)
+    assert [(cp.since_ms, cp.until_ms) for cp in streams] == [
+        (None, 30 * DAY),
+        (30 * DAY, 60 * DAY),
+        (60 * DAY, None),
+    ]
+
+
+def test_split_carves_the_older_half_of_the_stream_with_most_left() -> None:
+    shards = Shards(floor_ms=0, ceiling_ms=100 * DAY, min_split_ms=DAY)
+    for cp in plan(TimeRange(0, 100 * DAY), feed_shards=4, listing=True, listing_share=0.2):
+        shards.add(cp)
+    # Left: listing 80..99 (19 days), feed-002 20..35 (15), feed-003 40..59 (19),
+    # feed-004 60..80 (20, untouched); feed-001 is done.
+    for stream, watermark in (("events", 99), ("feed-002", 35), ("feed-003", 59)):
+        shards.progressed(attrs.evolve(shards.streams[stream], watermark=_instant(watermark * DAY)))
+    shards.finished("feed-001")
+    split = shards.split_largest()
+    assert split is not None
+    new, shrunk = split
+    assert (shrunk.stream, shrunk.since_ms, shrunk.until_ms) == ("feed-004", 70 * DAY, 80 * DAY)
+    assert (new.stream, new.source, new.since_ms, new.until_ms) == (
+        "feed-005",
+        "feed",
+        60 * DAY,
+        70 * DAY,
+    )
+    # The live bound the Paginator of feed-004 will read from now on.
+    assert shards.lower_bound("feed-004") == 70 * DAY
+    # A page of feed-004 that left before the split does not lower the bound again.
+    shards.progressed(attrs.evolve(shrunk, since_ms=60 * DAY, watermark=_instant(79 * DAY)))
+    assert shards.lower_bound("feed-004") == 70 * DAY
+
+
+def test_no_split_below_the_minimum() -> None:
+    shards = Shards(floor_ms=0, ceiling_ms=10 * DAY, min_split_ms=3 * DAY)
+    shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=5 * DAY))
+    assert shards.split_largest() is None
+
+
+async def test_ties_at_a_shared_edge_come_from_both_sides(autojump_clock: trio.abc.Clock) -> None:
+    """Cut two shards exactly at an instant several events share: none is lost."""
+    sim = Simulator(attrs.evolve(profile("fast"), events=3_000, seed=11, tie_share=0.6))
+    data = sim.dataset
+    edge_index = next(
+        i for i in range(1_000, 2_000) if data.instant_ms(i) == data.instant_ms(i + 1)
+    )
+    edge = data.instant_ms(edge_index)
+    tied = {data.id(i) for i in range(len(data)) if data.instant_ms(i) == edge}
+    assert len(tied) >= 2
+    seen: dict[str, list[str]] = {}
+    for cp in (
+        Checkpoint("feed-001", "feed", since_ms=None, until_ms=edge),
+        Checkpoint("feed-002", "feed", since_ms=edge, until_ms=None),
+    ):
+        async with fetcher_for(sim, feed=True, page_size=7) as fetcher:
+            send, receive = trio.open_memory_channel[Page](100_000)
+            await paginate(cp, fetcher, send)
+            async with receive:
+                seen[cp.stream] = [
+                    e["id"] for page in receive_all(receive) for e in page.raw_events
+                ]
+    assert tied <= set(seen["feed-001"]) and tied <= set(seen["feed-002"])
+    assert set(seen["feed-001"]) | set(seen["feed-002"]) == set(data.ids())
+
+
+def receive_all(receive: trio.MemoryReceiveChannel[Page]) -> list[Page]:
+    pages = []
+    while True:
+        try:
+            pages.append(receive.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return pages
+
+
+async def test_the_range_is_discovered_from_the_feed_when_stats_do_not_say(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    sim = Simulator(attrs.evolve(profile("fast"), events=2_000, seed=4))
+    oldest, newest = sim.dataset.time_range_ms()
+    async with fetcher_for(sim, feed=True) as fetcher:
+        found = await discover_range(fetcher, None)
+    assert found is not None
+    assert found.newest_ms == newest
+    assert found.oldest_ms <= oldest  # never later than the oldest: nothing falls outside
+
+
+async def test_shards_split_as_they_finish_and_the_run_is_exact(
+    database_url: str, pg_admin: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = quick_chaos(6_000, seed=8)
+    settings = settings_for(sim, database_url, page_size=100, feed_shards=3)
+    summary = await flowtel.ingest(settings, transport=SimulatorTransport(sim))
+    rows, count = stored_rows(pg_admin)
+    assert rows == expected_rows(sim) and count == 6_000
+    assert summary.outcome == "complete"
+    streams = [r["stream"] for r in pg_admin.fetch("SELECT stream FROM checkpoints")]  # type: ignore[attr-defined]
+    assert "events" in streams and len(streams) > 1 + 3, streams  # splits made new shards
+    # A split raises a running stream's bound, but its cursor's query is never edited.
+    assert "CURSOR_INVALID" not in caplog.text
+
+
+async def test_a_resumed_run_resumes_every_shard(database_url: str, pg_admin: object) -> None:
+    sim = quick_chaos(6_000, seed=9)
+    settings = settings_for(sim, database_url, page_size=100, feed_shards=4)
+
+    async def stop_midway(run: flowtel.Run, scope: trio.CancelScope) -> None:
+        while run.stats.inserted < 2_000:  # noqa: ASYNC110 - polls as a progress display does
+            await trio.sleep(0.01)
+        scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+
+        def on_start(run: flowtel.Run) -> None:
+            nursery.start_soon(stop_midway, run, nursery.cancel_scope)
+
+        await flowtel.ingest(settings, transport=SimulatorTransport(sim), on_start=on_start)
+    saved = pg_admin.fetch("SELECT stream, done, watermark FROM checkpoints")  # type: ignore[attr-defined]
+    started = [r for r in saved if r["watermark"] is not None and not r["done"]]
+    assert len(started) >= 2, saved  # several shards were under way when it stopped
+    summary = await flowtel.ingest(settings, transport=SimulatorTransport(sim))
+    rows, count = stored_rows(pg_admin)
+    assert rows == expected_rows(sim) and count == 6_000
+    # The second run did not start over: it fetched far fewer pages than a whole run needs.
+    assert summary.pages < 6_000 // 100
+
+
+def _instant(ms: int) -> object:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
