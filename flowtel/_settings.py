@@ -48,7 +48,9 @@ class Settings:
     # Time shards the feed is split into (each walked by its own Paginator).
     feed_shards: int = 8
     # Share of the time range, newest first, that the events listing walks beside the feed.
-    listing_share: float = 0.2
+    # More than its share of the budget (about a fifth), so that it never runs out of work:
+    # feed shards that finish take over the older part of what it has left.
+    listing_share: float = 0.3
     # Pages buffered between stages. Bounded so that a slow Writer slows fetching down long
     # before a waiting cursor could expire.
     channel_pages: int = 8

@@ -33,7 +33,7 @@ def plan(
     *,
     feed_shards: int,
     listing: bool,
-    listing_share: float = 0.2,
+    listing_share: float = 0.3,
 ) -> list[Checkpoint]:
     """The streams of a fresh run.
 
