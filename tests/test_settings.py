@@ -68,3 +68,24 @@ def test_the_key_never_shows() -> None:
         assert KEY not in text
     assert redact(f"oops {KEY} leaked", settings.api_key) == "oops *** leaked"
     assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
+
+
+async def test_tls_is_verified_unless_explicitly_turned_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import ssl
+
+    from flowtel._ingest import http_client
+
+    secure = Settings.from_env(environ=BASE, env_file=None)
+    assert secure.verify_tls is True
+    async with http_client(secure, None) as http:
+        context = http._transport._pool._ssl_context  # type: ignore[attr-defined]
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert "TLS" not in caplog.text
+
+    insecure = Settings.from_env(environ={**BASE, "FLOWTEL_VERIFY_TLS": "false"}, env_file=None)
+    async with http_client(insecure, None) as http:
+        context = http._transport._pool._ssl_context  # type: ignore[attr-defined]
+        assert context.verify_mode == ssl.CERT_NONE
+    assert "TLS certificate verification is OFF" in caplog.text
