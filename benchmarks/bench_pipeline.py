@@ -229,6 +229,10 @@ def main() -> int:
         "requests": summary.get("requests"),
         "throttled_429": summary.get("throttled"),
         "retries": summary.get("retries"),
+        "damaged_pages_refetched": summary.get("damaged_pages"),
+        # Requests beyond one per page: what the profile's own faults cost of the budget,
+        # which the lower bound does not count.
+        "requests_beyond_pages": (summary.get("requests") or 0) - (summary.get("pages") or 0),
         "peak_feed_in_flight": summary.get("peak_feed_in_flight"),
         "peak_rss_mb": round(peak / 2**20),
         "copy_baseline_s": round(copy_seconds, 1) if copy_seconds else None,

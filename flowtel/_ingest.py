@@ -8,11 +8,12 @@ how a stage says it is done.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import attrs
@@ -38,6 +39,7 @@ from flowtel._writer import write_batches
 log = logging.getLogger("flowtel")
 
 STATS_PATH = "/internal/stats"
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young-generation passes (Python: 700)
 
 
 @attrs.frozen
@@ -131,6 +133,17 @@ async def ingest(
     if settings.database_url is None:
         raise ValueError("ingest() needs settings.database_url (the CLI starts an embedded one)")
     run = Run(RunStats(started_at=trio.current_time()))
+    with few_gc_passes():
+        return await _ingest(settings, run, transport, on_start)
+
+
+async def _ingest(
+    settings: Settings,
+    run: Run,
+    transport: httpx.AsyncBaseTransport | None,
+    on_start: Callable[[Run], None] | None,
+) -> Summary:
+    assert settings.database_url is not None
     async with (
         connect_database(settings.database_url, settings.db_reconnect_timeout) as db,
         db.run_lock(),  # one run per database: a second one gets AlreadyRunning (exit 2)
@@ -395,6 +408,7 @@ async def _summarize(db: Database, run: Run) -> Summary:
         total_in_database=await db.count_events(),
         api_total=run.api_total,
         per_minute=list(stats.per_minute),
+        damaged_pages=stats.damaged_pages,
         peak_feed_in_flight=run.fetcher.feed_limiter.peak_in_flight if run.fetcher else 0,
     )
 
@@ -412,6 +426,27 @@ async def connect_database(dsn: str, reconnect_timeout: float = 60.0) -> AsyncIt
         if opened:
             raise
         raise ConfigError(f"DATABASE_URL: {exc}") from None
+
+
+@contextmanager
+def few_gc_passes(young: int = GC_YOUNG_THRESHOLD) -> Iterator[None]:
+    """Fewer passes of the cyclic garbage collector while a run lasts.
+
+    A run allocates millions of short-lived containers (parsed pages, events, rows) and
+    keeps several pages of them alive, so the collector's passes took a large share of the
+    CPU (py-spy). What exists at the start is frozen out of the passes, and the young
+    generation is collected less often: fast profile, 500,000 events, 37k -> 46k events/s
+    for 240 -> 257 MB peak (a threshold of 50,000 gave 50k/s for 270 MB). The collector's
+    settings are restored afterwards.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(young, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def http_client(

@@ -53,7 +53,7 @@ class Settings:
     listing_share: float = 0.3
     # Pages buffered between stages. Bounded so that a slow Writer slows fetching down long
     # before a waiting cursor could expire.
-    channel_pages: int = 8
+    channel_pages: int = 2
     # Seconds a cursor must still have to be worth using on resume.
     cursor_margin: float = 10.0
     # Resumes of one stream from the same watermark before the progress guard stops the run.

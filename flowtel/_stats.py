@@ -60,6 +60,7 @@ class Summary:
     total_in_database: int
     api_total: int | None
     per_minute: list[int] = attrs.Factory(list)  # events inserted in each minute of the run
+    damaged_pages: int = 0  # pages fetched again because they came back damaged
     peak_feed_in_flight: int = 0
 
     def to_dict(self) -> dict[str, Any]:
