@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import attrs
+import trio
 
 from flowtel._errors import ApiError, TransientError
 from flowtel._model import Checkpoint
@@ -66,17 +68,22 @@ class Shards:
 
     A Paginator asks `lower_bound(stream)` after each page: a split may have raised it, and
     once the stream's watermark is below it the stream is done. When a stream finishes, the
-    run asks `split_largest()` for a new shard carved from the stream with most left to do.
+    run asks `split_largest()` for a new shard carved from the stream that would finish last.
     """
 
     floor_ms: int  # estimate of the oldest instant, for sizing open-ended shards
     ceiling_ms: int  # the newest instant, for sizing the listing's shard
     min_split_ms: int = 60_000
+    clock: Callable[[], float] = trio.current_time
     streams: dict[str, Checkpoint] = attrs.Factory(dict)  # latest known state, active only
+    # Per stream: when this run started it, and the top of its range then (for its speed).
+    _origin: dict[str, tuple[float, int]] = attrs.Factory(dict)
     _next: int = 0
+    _feed_speed: float | None = None
 
     def add(self, cp: Checkpoint) -> None:
         self.streams[cp.stream] = cp
+        self._origin[cp.stream] = (self.clock(), self._top(cp))
         if cp.stream.startswith("feed-"):
             with contextlib.suppress(ValueError):
                 self._next = max(self._next, int(cp.stream[5:]))
@@ -97,33 +104,57 @@ class Shards:
         self.streams.pop(stream, None)
 
     def remaining_ms(self, cp: Checkpoint) -> int:
-        top = cp.until_ms if cp.until_ms is not None else self.ceiling_ms
-        if cp.watermark is not None:
-            top = min(top, to_ms(cp.watermark))
         bottom = cp.since_ms if cp.since_ms is not None else self.floor_ms
-        return max(top - bottom, 0)
+        return max(self._top(cp) - bottom, 0)
+
+    def speed(self, cp: Checkpoint) -> float | None:
+        """Milliseconds of the range this stream walks per second, so far (None: unknown)."""
+        started, top = self._origin.get(cp.stream, (self.clock(), self._top(cp)))
+        covered, seconds = top - self._top(cp), self.clock() - started
+        return covered / seconds if covered > 0 and seconds > 0 else None
 
     def split_largest(self) -> tuple[Checkpoint, Checkpoint] | None:
-        """Carve the lower half off the stream with most left: (new shard, shrunk stream)."""
+        """Carve the older part off the stream that would finish last: (new shard, shrunk).
+
+        The cut is placed so that both halves should finish together at their speeds (a
+        listing walks faster than one feed shard); without speeds, in the middle.
+        """
         if not self.streams:
             return None
-        largest = max(self.streams.values(), key=self.remaining_ms)
-        span = self.remaining_ms(largest)
+        speeds = {name: self.speed(cp) for name, cp in self.streams.items()}
+        known = [v for name, v in speeds.items() if v and name != LISTING]
+        if known:  # remembered: at the end of a run the streams with a speed may be gone
+            self._feed_speed = sum(known) / len(known)
+        feed_speed = self._feed_speed
+
+        def time_left(cp: Checkpoint) -> float:
+            speed = speeds[cp.stream] or feed_speed
+            return self.remaining_ms(cp) / speed if speed else float(self.remaining_ms(cp))
+
+        slowest = max(self.streams.values(), key=time_left)
+        span = self.remaining_ms(slowest)
         if span < 2 * self.min_split_ms:
             return None
-        bottom = largest.since_ms if largest.since_ms is not None else self.floor_ms
-        mid = bottom + span // 2
+        old_speed, new_speed = speeds[slowest.stream], feed_speed
+        share = new_speed / (new_speed + old_speed) if old_speed and new_speed else 0.5
+        cut = min(max(int(span * share), self.min_split_ms), span - self.min_split_ms)
+        bottom = slowest.since_ms if slowest.since_ms is not None else self.floor_ms
+        mid = bottom + cut
         self._next += 1
         new = Checkpoint(
-            stream=f"feed-{self._next:03d}", source="feed", since_ms=largest.since_ms, until_ms=mid
+            stream=f"feed-{self._next:03d}", source="feed", since_ms=slowest.since_ms, until_ms=mid
         )
-        shrunk = attrs.evolve(largest, since_ms=mid)
-        self.streams[largest.stream] = shrunk
-        self.streams[new.stream] = new
+        shrunk = attrs.evolve(slowest, since_ms=mid)
+        self.streams[slowest.stream] = shrunk
+        self.add(new)
         log.info(
-            "split %s: %s takes the older half, up to %s", largest.stream, new.stream, _iso(mid)
+            "split %s: %s takes the older part, up to %s", slowest.stream, new.stream, _iso(mid)
         )
         return new, shrunk
+
+    def _top(self, cp: Checkpoint) -> int:
+        top = cp.until_ms if cp.until_ms is not None else self.ceiling_ms
+        return min(top, to_ms(cp.watermark)) if cp.watermark is not None else top
 
 
 async def discover_range(fetcher: Any, stats_range: TimeRange | None) -> TimeRange | None:

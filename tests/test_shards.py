@@ -45,7 +45,7 @@ def test_plan_without_the_listing_is_open_above() -> None:
 
 
 def test_split_carves_the_older_half_of_the_stream_with_most_left() -> None:
-    shards = Shards(floor_ms=0, ceiling_ms=100 * DAY, min_split_ms=DAY)
+    shards = Shards(floor_ms=0, ceiling_ms=100 * DAY, min_split_ms=DAY, clock=lambda: 0.0)
     for cp in plan(TimeRange(0, 100 * DAY), feed_shards=4, listing=True, listing_share=0.2):
         shards.add(cp)
     # Left: listing 80..99 (19 days), feed-002 20..35 (15), feed-003 40..59 (19),
@@ -70,8 +70,36 @@ def test_split_carves_the_older_half_of_the_stream_with_most_left() -> None:
     assert shards.lower_bound("feed-004") == 70 * DAY
 
 
+def test_the_cut_lets_both_parts_finish_together() -> None:
+    """Each cut lets the two parts finish together at their speeds."""
+    now = [0.0]
+    shards = Shards(floor_ms=0, ceiling_ms=100 * DAY, min_split_ms=DAY, clock=lambda: now[0])
+    shards.add(Checkpoint(LISTING, "events", since_ms=40 * DAY))
+    shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=40 * DAY))
+    shards.add(Checkpoint("feed-002", "feed", since_ms=0, until_ms=5 * DAY))
+    now[0] = 10.0
+    # In 10 s the listing walked 20 days (2 a second), feed-001 10 days (1 a second).
+    shards.progressed(attrs.evolve(shards.streams[LISTING], watermark=_instant(80 * DAY)))
+    shards.progressed(attrs.evolve(shards.streams["feed-001"], watermark=_instant(30 * DAY)))
+    shards.finished("feed-002")
+    new, shrunk = shards.split_largest() or (None, None)
+    # Listing: 40 days left at 2/s = 20 s; feed-001: 30 days at 1/s = 30 s: it is feed-001.
+    assert shrunk is not None and shrunk.stream == "feed-001"
+    assert new is not None and (new.since_ms, new.until_ms) == (0, 15 * DAY)
+    now[0] = 20.0
+    shards.progressed(attrs.evolve(shards.streams[LISTING], watermark=_instant(79 * DAY)))
+    # Now the listing (39 days left at 21/20 a second) would finish last; the new shard
+    # walks like a feed shard did (1/s): it takes 1 / (1 + 1.05) of what is left.
+    shards.finished("feed-001")
+    shards.finished(new.stream)
+    new2, shrunk2 = shards.split_largest() or (None, None)
+    assert shrunk2 is not None and shrunk2.stream == LISTING
+    assert new2 is not None and new2.since_ms == 40 * DAY
+    assert new2.until_ms is not None and abs(new2.until_ms - (40 + 39 / 2.05) * DAY) < DAY / 100
+
+
 def test_no_split_below_the_minimum() -> None:
-    shards = Shards(floor_ms=0, ceiling_ms=10 * DAY, min_split_ms=3 * DAY)
+    shards = Shards(floor_ms=0, ceiling_ms=10 * DAY, min_split_ms=3 * DAY, clock=lambda: 0.0)
     shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=5 * DAY))
     assert shards.split_largest() is None
 
