@@ -54,6 +54,7 @@ class BucketView:
     throttled: int  # 429s received
     in_flight: int  # requests under way
     concurrency: float | None = None  # how many may be under way at once (None: unbounded)
+    waited: float = 0.0  # seconds requests spent waiting for a slot, summed
 
 
 @attrs.define
@@ -80,6 +81,7 @@ class Run:
                 next_slot_in=listing.seconds_to_next_slot(),
                 throttled=listing.throttled,
                 in_flight=listing.in_flight,
+                waited=listing.waited,
             )
         ]
         if self.fetcher.tokens is not None:
@@ -93,6 +95,7 @@ class Run:
                     throttled=feed.throttled,
                     in_flight=feed.in_flight,
                     concurrency=feed.concurrency,
+                    waited=feed.waited,
                 )
             )
         return views

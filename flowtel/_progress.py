@@ -99,20 +99,8 @@ class RateMeter:
 
 
 def bucket_snapshots(run: Run) -> tuple[BucketSnapshot, ...]:
-    """The `Run`'s buckets, with the feed's concurrency and the waits filled in."""
-    fetcher = run.fetcher
-    out = []
-    for view in run.buckets():
-        concurrency = view.concurrency
-        waited = 0.0
-        if fetcher is not None:
-            limiter = fetcher.feed_limiter if view.name == "feed" else fetcher.events_limiter
-            waited = float(getattr(limiter, "waited", 0.0))
-            slots = getattr(fetcher, "feed_slots", None)
-            if view.name == "feed" and concurrency is None and slots is not None:
-                concurrency = float(slots.total_tokens)
-        out.append(_bucket(view, concurrency, waited))
-    return tuple(out)
+    """The `Run`'s buckets as the display shows them."""
+    return tuple(_bucket(view, view.concurrency, view.waited) for view in run.buckets())
 
 
 def _bucket(view: BucketView, concurrency: float | None, waited: float) -> BucketSnapshot:
