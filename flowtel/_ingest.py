@@ -247,10 +247,12 @@ async def _paginate_all(
         shards.finished(stream)
         split = shards.split_largest()
         if split is not None:
-            new, _shrunk = split
-            # The new shard is saved before the shrunk one's next page can be: at every
-            # moment the saved shards cover everything not yet committed.
+            new, shrunk = split
+            # The new shard's checkpoint goes into the channel before the shrunk stream can
+            # send a page with its raised bound (pages commit in order): at every moment the
+            # saved streams cover everything not yet committed.
             await send_pages.send(Page(new.stream, [], None, None, new))
+            shards.apply_split(new, shrunk)
             nursery.start_soon(walk, new, send_pages.clone())
             active += 1
 

@@ -53,7 +53,7 @@ class Fetcher:
     backoff: Backoff
     stats: RunStats
     page_size: int = 5000
-    damaged_page_retries: int = 3
+    damaged_page_retries: int = 8
     wall_clock: Callable[[], float] = time.time
 
     async def fetch(self, source: str, params: dict[str, Any], cursor_deadline: float) -> Answer:

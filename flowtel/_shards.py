@@ -114,7 +114,8 @@ class Shards:
         return covered / seconds if covered > 0 and seconds > 0 else None
 
     def split_largest(self) -> tuple[Checkpoint, Checkpoint] | None:
-        """Carve the older part off the stream that would finish last: (new shard, shrunk).
+        """Plan carving the older part off the stream that would finish last: (new shard,
+        shrunk stream). Nothing changes until `apply_split`.
 
         The cut is placed so that both halves should finish together at their speeds (a
         listing walks faster than one feed shard); without speeds, in the middle.
@@ -144,13 +145,23 @@ class Shards:
         new = Checkpoint(
             stream=f"feed-{self._next:03d}", source="feed", since_ms=slowest.since_ms, until_ms=mid
         )
-        shrunk = attrs.evolve(slowest, since_ms=mid)
-        self.streams[slowest.stream] = shrunk
+        return new, attrs.evolve(slowest, since_ms=mid)
+
+    def apply_split(self, new: Checkpoint, shrunk: Checkpoint) -> None:
+        """Raise the shrunk stream's bound and add the new shard. Only once the new shard's
+        checkpoint is on its way to the database ahead of the shrunk stream's next page:
+        otherwise a crash could save the shrunk stream as done without the new shard."""
+        if shrunk.stream in self.streams:
+            self.streams[shrunk.stream] = attrs.evolve(
+                self.streams[shrunk.stream], since_ms=shrunk.since_ms
+            )
         self.add(new)
         log.info(
-            "split %s: %s takes the older part, up to %s", slowest.stream, new.stream, _iso(mid)
+            "split %s: %s takes the older part, up to %s",
+            shrunk.stream,
+            new.stream,
+            _iso(shrunk.since_ms or 0),
         )
-        return new, shrunk
 
     def _top(self, cp: Checkpoint) -> int:
         top = cp.until_ms if cp.until_ms is not None else self.ceiling_ms

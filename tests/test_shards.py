@@ -63,8 +63,12 @@ def test_split_carves_the_older_half_of_the_stream_with_most_left() -> None:
         60 * DAY,
         70 * DAY,
     )
+    # Planned, not applied: the new shard's checkpoint must be on its way to the database
+    # before the shrunk stream's Paginator sees the raised bound.
+    assert shards.lower_bound("feed-004") == 60 * DAY and "feed-005" not in shards.streams
+    shards.apply_split(new, shrunk)
     # The live bound the Paginator of feed-004 will read from now on.
-    assert shards.lower_bound("feed-004") == 70 * DAY
+    assert shards.lower_bound("feed-004") == 70 * DAY and "feed-005" in shards.streams
     # A page of feed-004 that left before the split does not lower the bound again.
     shards.progressed(attrs.evolve(shrunk, since_ms=60 * DAY, watermark=_instant(79 * DAY)))
     assert shards.lower_bound("feed-004") == 70 * DAY
@@ -86,6 +90,7 @@ def test_the_cut_lets_both_parts_finish_together() -> None:
     # Listing: 40 days left at 2/s = 20 s; feed-001: 30 days at 1/s = 30 s: it is feed-001.
     assert shrunk is not None and shrunk.stream == "feed-001"
     assert new is not None and (new.since_ms, new.until_ms) == (0, 15 * DAY)
+    shards.apply_split(new, shrunk)
     now[0] = 20.0
     shards.progressed(attrs.evolve(shards.streams[LISTING], watermark=_instant(79 * DAY)))
     # Now the listing (39 days left at 21/20 a second) would finish last; the new shard
