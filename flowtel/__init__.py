@@ -1,10 +1,12 @@
 """flowtel: pull every event of a rate-limited, cursor-paginated API into PostgreSQL."""
 
+from flowtel._database import AlreadyRunning
 from flowtel._errors import (
     ApiError,
     ConfigError,
     CursorExpired,
     FlowtelError,
+    NoProgress,
     RateLimited,
     StreamTokenExpired,
     WriteError,
@@ -17,6 +19,7 @@ from flowtel._stats import Summary
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyRunning",
     "ApiError",
     "BucketView",
     "Checkpoint",
@@ -24,6 +27,7 @@ __all__ = [
     "CursorExpired",
     "Event",
     "FlowtelError",
+    "NoProgress",
     "RateLimited",
     "Rejected",
     "Run",
