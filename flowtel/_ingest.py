@@ -251,7 +251,7 @@ async def _paginate_all(
             # The new shard's checkpoint goes into the channel before the shrunk stream can
             # send a page with its raised bound (pages commit in order): at every moment the
             # saved streams cover everything not yet committed.
-            await send_pages.send(Page(new.stream, [], None, None, new))
+            await send_pages.send(Page(new.stream, [], new))
             shards.apply_split(new, shrunk)
             nursery.start_soon(walk, new, send_pages.clone())
             active += 1

@@ -65,9 +65,7 @@ class Page:
 
     stream: str
     raw_events: list[Any]
-    next_cursor: str | None
-    cursor_expires_at: dt.datetime | None
-    checkpoint: Checkpoint  # the stream's checkpoint once this page is committed
+    checkpoint: Checkpoint  # the stream's checkpoint once this page is committed (next cursor)
 
 
 @attrs.frozen(slots=True)

@@ -190,7 +190,7 @@ async def paginate(
                     # The feed answers 418 for a range outside the data: nothing to fetch here.
                     log.info("%s: the feed has no data in this range (418)", cp.stream)
                     cp = attrs.evolve(cp, cursor=None, cursor_expires_at=None, done=True)
-                    await send_pages.send(Page(cp.stream, [], None, None, cp))
+                    await send_pages.send(Page(cp.stream, [], cp))
                     return
                 raise
             page, deadline = _page_from(answer, cp, fetcher.wall_clock())
@@ -211,9 +211,7 @@ def _within_live_bound(page: Page, lower: int | None) -> Page:
     if cp.watermark is not None and to_ms(cp.watermark) < bound:
         # Everything at or above the bound has come (newest first): the rest is another's.
         cp = attrs.evolve(cp, cursor=None, cursor_expires_at=None, done=True)
-    return attrs.evolve(
-        page, next_cursor=cp.cursor, cursor_expires_at=cp.cursor_expires_at, checkpoint=cp
-    )
+    return attrs.evolve(page, checkpoint=cp)
 
 
 def request_params(
@@ -263,7 +261,7 @@ def _page_from(answer: Answer, cp: Checkpoint, now_wall: float) -> tuple[Page, f
         events=cp.events + len(data),
         pages=cp.pages + 1,
     )
-    page = Page(cp.stream, data, next_cp.cursor, next_cp.cursor_expires_at, next_cp)
+    page = Page(cp.stream, data, next_cp)
     return page, deadline
 
 
