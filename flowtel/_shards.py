@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import trio
 
-from flowtel._errors import ApiError, TransientError
+from flowtel._errors import ApiError
 from flowtel._model import Checkpoint
 from flowtel._timestamps import BadTimestamp, parse_instant, to_ms
 
@@ -198,8 +198,6 @@ async def _newest_at_or_before(fetcher: Any, until: int | None) -> int | None:
     except ApiError as exc:
         if exc.status == 418:  # outside the data's range
             return None
-        raise
-    except TransientError:
         raise
     data = answer.body.get("data")
     if not isinstance(data, list) or not data:
