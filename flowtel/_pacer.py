@@ -111,7 +111,7 @@ class FeedPacer:
             self._sent.append(now)
         self.waited += now - started
         # The ticket carries its place in the window: a refusal within the budget tells.
-        return Ticket(sent_at=now, epoch=self._window_sent if self.mode == "window" else 0)
+        return Ticket(sent_at=now, place=self._window_sent if self.mode == "window" else 0)
 
     def answered(self, ticket: Ticket, headers: object = None, events: int = 0) -> None:
         """A successful answer; `events` is the page's size (latency grows with it)."""
@@ -153,7 +153,7 @@ class FeedPacer:
             self.limit = self._accepted[1]
         self._accepted = None
         if self._blocked_until <= with_ticket:  # the first 429 of this window teaches
-            self._learn(with_ticket, window_end, place=ticket.epoch)
+            self._learn(with_ticket, window_end, place=ticket.place)
         self._blocked_until = max(self._blocked_until, window_end)
         self._window_start = None
         self._wake()

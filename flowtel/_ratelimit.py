@@ -40,7 +40,8 @@ class Ticket:
     """Permission to send one request; hand it back with the answer's headers."""
 
     sent_at: float
-    epoch: int  # the limiter's window count when the ticket was issued
+    epoch: int = 0  # the RateLimiter's window count when the ticket was issued
+    place: int = 0  # the FeedPacer's: which request of its window this was (0: no window)
 
 
 @attrs.define
