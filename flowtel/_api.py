@@ -75,22 +75,27 @@ class Api:
     ) -> Answer:
         started = trio.current_time()
         try:
-            response = await self.http.request(
+            async with self.http.stream(
                 method,
                 path,
                 params=params,
                 headers={"X-API-Key": self.key.reveal(), **headers},
                 content=content,
                 json=json_body,
-            )
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _error_for(response, path)
+                # Bytes of our own, not `aread()`: that keeps the body on the Response, which
+                # httpx holds in a reference cycle, so every page (MBs) would stay alive until
+                # the cyclic collector's next full pass.
+                data = b"".join([chunk async for chunk in response.aiter_bytes()])
         except httpx.TransportError as exc:
             # httpx messages name the URL, never headers; redact anyway.
             reason = redact(str(exc) or type(exc).__name__, self.key, *secrets)
             raise TransientError(f"{method} {path}: {type(exc).__name__}: {reason}") from None
         elapsed = trio.current_time() - started
-        if response.status_code != 200:
-            raise _error_for(response, path)
-        body = decode_json(response.content, path)
+        body = decode_json(data, path)
         if not isinstance(body, dict):
             raise TransientError(
                 f"{path}: 200 with a {type(body).__name__} body, not an object", 200

@@ -186,3 +186,42 @@ async def test_token_is_renewed_before_it_expires(autojump_clock: trio.abc.Clock
     tokens = recorder.times("/internal/dashboard/stream-access")
     assert len(tokens) >= 2  # 20 pages x 2 s = 40 s > one 30 s token
     assert [s for _, _, s in recorder.log].count(403) == 0
+
+
+async def test_page_bodies_are_not_left_in_garbage_cycles() -> None:
+    # httpx keeps each Response in a reference cycle; a body read with `aread()` would live
+    # on it until the cyclic collector runs, which a run does rarely (few_gc_passes).
+    import gc
+
+    import httpx
+
+    from flowtel.testing import SimulatorTransport
+
+    sim = quiet_sim(3000)
+
+    class Streamed(httpx.AsyncBaseTransport):
+        """Bodies arrive as a stream, as from the network (not preloaded on the Response)."""
+
+        inner = SimulatorTransport(sim)
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            answer = await self.inner.handle_async_request(request)
+            stream = httpx.ByteStream(await answer.aread())
+            return httpx.Response(answer.status_code, headers=answer.headers, stream=stream)
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        async with fetcher_for(sim, Streamed()) as fetcher:
+            for _ in range(3):
+                answer = await fetcher.api.get("/api/v1/events", {"limit": 1000})
+                assert len(answer.body["data"]) == 1000
+        gc.collect()
+        responses = [o for o in gc.garbage if isinstance(o, httpx.Response)]
+        assert responses, "httpx no longer makes Response cycles: this test checks nothing"
+        assert not [r for r in responses if "_content" in vars(r)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
