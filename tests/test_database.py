@@ -67,6 +67,23 @@ async def test_commit_inserts_and_counts_duplicates(database_url: str, pg_admin:
     )
 
 
+async def test_new_ids_copy_straight_into_events_and_conflicts_go_through_staging(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="flowtel.database")
+    events = make_events(30)
+    async with open_database(database_url) as db:
+        assert await db.commit(batch(events[:20])) == CommitResult(20, 0, 0)
+        copies = [r.getMessage() for r in caplog.records if "COPY" in r.getMessage()]
+        assert copies == ["commit: COPY 20 events (direct)"]
+        caplog.clear()
+        # Ids 11..20 are stored already: the direct COPY fails whole, staging dedupes.
+        assert await db.commit(batch(events[10:])) == CommitResult(10, 10, 0)
+        copies = [r.getMessage() for r in caplog.records if "COPY" in r.getMessage()]
+        assert copies == ["commit: COPY 20 events (direct)", "commit: COPY 20 events (staged)"]
+        assert await db.count_events() == await db.count_distinct_ids() == 30
+
+
 async def test_rejects_keep_raw_text_and_stream(database_url: str, pg_admin: Any) -> None:
     raw_bad = '{"id": null, "timestamp": "x\\u0000", "broken": '
     rejected = [Rejected(raw=raw_bad, reason="no id"), Rejected(raw="not json\x00", reason="nul")]
@@ -84,10 +101,13 @@ async def test_unstorable_values_become_rejects(database_url: str) -> None:
     nul_text = attrs.evolve(make_events(1, start=50)[0], name="a\x00b")
     nul_json = attrs.evolve(make_events(1, start=60)[0], properties={"k": "\x00"})
     surrogate = attrs.evolve(make_events(1, start=70)[0], browser="\udcff")
+    not_json = attrs.evolve(make_events(1, start=80)[0], properties={"k": {1, 2}})  # a set
     async with open_database(database_url) as db:
-        result = await db.commit(batch([*good, nul_text, nul_json, surrogate], checkpoint()))
-        assert result == CommitResult(inserted=3, duplicates=0, rejected=3)
-        assert await db.count_rejected() == 3
+        result = await db.commit(
+            batch([*good, nul_text, nul_json, surrogate, not_json], checkpoint())
+        )
+        assert result == CommitResult(inserted=3, duplicates=0, rejected=4)
+        assert await db.count_rejected() == 4
 
 
 async def test_checkpoints_round_trip_and_upsert(database_url: str) -> None:
