@@ -3,20 +3,19 @@
 `converter.structure(wire_event, Event)` reads an event in the API's own shape (contract §4:
 `timestamp`, `sessionId`, `userId`, `session.deviceType`, `session.browser`) and is strict: any
 value that is not exactly what an `Event` column can hold raises (ValueError, TypeError,
-KeyError). The Normalizer relies on that: a clean event takes this one generated function and
-nothing else; an event that raises is repaired field by field and then structured here again.
+KeyError). The Normalizer relies on that: a clean event takes this one hook and nothing
+else; an event that raises is repaired field by field and then structured here again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 import uuid
 from typing import Any, Final
 
 import cattrs
 import orjson
-from cattrs.gen import make_dict_structure_fn, override
+from asyncpg.pgproto.pgproto import UUID as _PgUUID
 
 from flowtel._model import Event
 from flowtel._timestamps import format_instant, parse_instant
@@ -33,50 +32,28 @@ __all__ = [
 # the event is stored with properties null and its raw form is kept aside with the reason.
 MAX_PROPERTIES_BYTES: Final = 1 << 20  # 1 MiB of serialized JSON
 
-_HEX = "[0-9a-fA-F]"
-_UUID = re.compile(f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}")
-
-
-_new = object.__new__
-_set_int = uuid.UUID.__dict__["int"].__set__
-_set_is_safe = uuid.UUID.__dict__["is_safe"].__set__
-_UNKNOWN = uuid.SafeUUID.unknown
-
-
-def _uuid_from_int(number: int) -> uuid.UUID:
-    """What `uuid.UUID(int=number)` builds, without its pure-Python checks (0.55 -> 0.19 µs).
-
-    UUID keeps its state in two slots, `int` and `is_safe` (what unpickling restores too),
-    written here through their slot descriptors. The result is checked against the public
-    constructor at import, which is the fallback should a future Python change the layout.
-    """
-    made = _new(uuid.UUID)
-    _set_int(made, number)
-    _set_is_safe(made, _UNKNOWN)
-    return made
-
-
-_SAMPLE = uuid.UUID("3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b")
-if not (
-    _uuid_from_int(_SAMPLE.int) == _SAMPLE
-    and repr(_uuid_from_int(_SAMPLE.int)) == repr(_SAMPLE)
-    and hash(_uuid_from_int(_SAMPLE.int)) == hash(_SAMPLE)
-):  # pragma: no cover - a future Python changed UUID's layout
-    _uuid_from_int = lambda number: uuid.UUID(int=number)  # noqa: E731
-
 
 def parse_uuid(value: object) -> uuid.UUID:
     """A UUID from its hyphenated 8-4-4-4-12 text, any case, optionally in braces.
 
     Stricter than `uuid.UUID(text)`, which also takes `urn:uuid:` prefixes, bare hex and
     hyphens anywhere: an id is identity, so only the forms that unambiguously name one are read.
+    The result is asyncpg's UUID, a `uuid.UUID` subclass in C: parsed 7x faster than by
+    `uuid.UUID` and copied as 16 bytes by COPY (no `.bytes` in Python per event).
     """
     if type(value) is str:
         text = value
         if len(text) == 38 and text[0] == "{" and text[37] == "}":
             text = text[1:37]
-        if len(text) == 36 and _UUID.fullmatch(text):
-            return _uuid_from_int(int(text.replace("-", ""), 16))
+        # With the four hyphens in place, the C parser (which skips hyphens) must find 32 hex
+        # digits in the other 32 characters, or it raises.
+        if len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-":
+            try:
+                parsed: uuid.UUID = _PgUUID(text)
+            except ValueError:
+                pass
+            else:
+                return parsed
     elif isinstance(value, uuid.UUID):
         return value
     raise ValueError(f"not a UUID: {value!r:.60}")
@@ -131,17 +108,6 @@ def check_properties(value: Any, _: object = None) -> Any:
     return value
 
 
-def _session_text(key: str) -> Any:
-    def hook(session: object, _: object = None) -> str | None:
-        if session is None:
-            return None
-        if type(session) is not dict:
-            raise TypeError(f"session is not an object: {session!r:.60}")
-        return _optional_text(session.get(key))
-
-    return hook
-
-
 def _instant(value: object, _: object = None) -> dt.datetime:
     return parse_instant(value)
 
@@ -152,23 +118,35 @@ converter.register_structure_hook(dt.datetime, _instant)
 converter.register_unstructure_hook(uuid.UUID, str)
 converter.register_unstructure_hook(dt.datetime, format_instant)
 
-# Event from the API's wire shape. Per-field hooks are given directly, so the generated function
-# calls them without the converter's Optional/union dispatch (bench: 6.0 -> 3.9 µs/event).
-# device_type and browser both read the nested `session` object, each its own key of it.
-converter.register_structure_hook(
-    Event,
-    make_dict_structure_fn(
-        Event,
-        converter,
-        _cattrs_detailed_validation=False,
-        id=override(struct_hook=lambda value, _: parse_uuid(value)),
-        occurred_at=override(rename="timestamp", struct_hook=_instant),
-        session_id=override(rename="sessionId", struct_hook=_optional_uuid),
-        user_id=override(rename="userId", struct_hook=_optional_uuid),
-        type=override(struct_hook=_optional_text),
-        name=override(struct_hook=_optional_text),
-        properties=override(struct_hook=check_properties),
-        device_type=override(rename="session", struct_hook=_session_text("deviceType")),
-        browser=override(rename="session", struct_hook=_session_text("browser")),
-    ),
-)
+
+def _structure_event(wire: Any, _: object = None) -> Event:
+    """Event from the API's wire shape: each field through its own strict check.
+
+    The converter's hook for `Event`, written out: cattrs' generated one (with these same
+    per-field hooks as overrides) builds a dict of the present fields and calls `Event(**res)`
+    for every event; this one passes fields by position (4.1 -> 3.3 µs/event). A missing key
+    reads as null, as the defaults of `Event` would; device_type and browser both read the
+    nested `session` object.
+    """
+    session = wire.get("session")
+    if session is None:
+        device_type = browser = None
+    elif type(session) is dict:
+        device_type = _optional_text(session.get("deviceType"))
+        browser = _optional_text(session.get("browser"))
+    else:
+        raise TypeError(f"session is not an object: {session!r:.60}")
+    return Event(
+        parse_uuid(wire["id"]),
+        parse_instant(wire["timestamp"]),
+        _optional_uuid(wire.get("sessionId")),
+        _optional_uuid(wire.get("userId")),
+        _optional_text(wire.get("type")),
+        _optional_text(wire.get("name")),
+        check_properties(wire.get("properties")),
+        device_type,
+        browser,
+    )
+
+
+converter.register_structure_hook(Event, _structure_event)

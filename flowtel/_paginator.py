@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 import attrs
@@ -284,9 +285,14 @@ def _looks_damaged(answer: Answer) -> bool:
     if answer.headers.get("x-chaos-applied"):
         return True
     data = answer.body.get("data")
-    return isinstance(data, list) and any(
-        not isinstance(e, dict) or e.get("id") is None or e.get("timestamp") is None for e in data
-    )
+    if not isinstance(data, list):
+        return False
+    try:  # in C: dict.get refuses an element that is not an object
+        return None in map(dict.get, data, repeat("id")) or None in map(
+            dict.get, data, repeat("timestamp")
+        )
+    except TypeError:
+        return True
 
 
 def _seconds_left(expires_at: dt.datetime | None, now_wall: float) -> float:
