@@ -25,6 +25,7 @@ import random
 import socket
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from itertools import chain
 from typing import Any, TypeVar
 
 import asyncpg
@@ -155,6 +156,7 @@ def _password_of(dsn: str) -> str | None:
 # the value itself: the jsonb codec serializes it while COPY encodes, so no serialized copy
 # lives on (orjson's output holds a 4 KiB buffer each: 80 MB for a 20,000-row commit).
 _event_row: Callable[[Event], tuple[Any, ...]] = operator.attrgetter(*_EVENT_COLUMNS)
+_id_of: Callable[[Event], Any] = operator.attrgetter("id")
 
 
 def _unstorable(event: Event) -> str | None:
@@ -471,22 +473,24 @@ class Database:
 
     async def commit_many(self, parts: Sequence[tuple[Batch, str | None]]) -> CommitResult:
         """`commit` for several batches in one transaction, each with its rejects' stream."""
-        total_events = 0
-        events: dict[Any, tuple[Event, str | None]] = {}  # first occurrence of each id
         given_rejects: list[tuple[Any, ...]] = []
         checkpoints_in_order: list[Checkpoint] = []
+        stream_of_part: list[str | None] = []
         for part, stream in parts:
             if stream is None:
                 streams = {cp.stream for cp in part.checkpoints}
                 stream = streams.pop() if len(streams) == 1 else None
-            total_events += len(part.events)
-            for event in part.events:
-                # ON CONFLICT cannot resolve two equal ids within one INSERT: dedupe here.
-                events.setdefault(event.id, (event, stream))
+            stream_of_part.append(stream)
             given_rejects.extend(_reject_row(r, stream) for r in part.rejected)
             checkpoints_in_order.extend(part.checkpoints)
+        # ON CONFLICT cannot resolve two equal ids within one INSERT, and a straight COPY
+        # would fail on them: keep the first occurrence of each id (built in C, walking the
+        # events backwards so that earlier ones overwrite later ones).
+        every = list(chain.from_iterable(part.events for part, _ in parts))
+        total_events = len(every)
+        unique = dict(zip(map(_id_of, reversed(every)), reversed(every), strict=True))
         rejects = list(given_rejects)
-        rows = [_event_row(event) for event, _ in events.values()]
+        rows = list(map(_event_row, unique.values()))
         checkpoints = [
             attrs.astuple(cp, recurse=False) for cp in _last_checkpoints(checkpoints_in_order)
         ]
@@ -547,7 +551,12 @@ class Database:
                 bad: list[tuple[Any, ...]] = []
                 if not screened:
                     screened = True
-                    rows, bad = _screen(events.values())
+                    stream_of = {
+                        id(event): stream
+                        for (part, _), stream in zip(parts, stream_of_part, strict=True)
+                        for event in part.events
+                    }
+                    rows, bad = _screen((e, stream_of[id(e)]) for e in unique.values())
                 if not bad:
                     raise self._translate(exc, "commit") from None
                 rejects.extend(bad)
