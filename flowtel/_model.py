@@ -14,7 +14,11 @@ import attrs
 
 @attrs.frozen(slots=True)
 class Event:
-    """One normalized event, ready for the `events` table."""
+    """One normalized event, ready for the `events` table.
+
+    The Normalizer's UUIDs are asyncpg's `uuid.UUID` subclass (what asyncpg also returns from
+    queries): equal, hashable and printable like any `uuid.UUID`; `str()` them for JSON.
+    """
 
     id: uuid.UUID
     occurred_at: dt.datetime  # always aware, always UTC
