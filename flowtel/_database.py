@@ -528,8 +528,10 @@ class Database:
                     columns=(*_REJECT_FIELDS, "stream"),
                     timeout=self.command_timeout,
                 )
-            for cp in checkpoints:  # one per stream: a handful at most
-                await self._aio(conn.execute, _UPSERT_CHECKPOINT, *cp, timeout=self.command_timeout)
+            if checkpoints:  # one per stream, a handful: pipelined in one round trip
+                await self._aio(
+                    conn.executemany, _UPSERT_CHECKPOINT, checkpoints, timeout=self.command_timeout
+                )
             log.debug("commit: COMMIT (%d new events, %d checkpoints)", inserted, len(checkpoints))
             return inserted
 

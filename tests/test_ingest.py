@@ -94,3 +94,33 @@ async def test_a_finished_run_has_nothing_left(database_url: str, pg_admin: obje
     await flowtel.ingest(settings, transport=SimulatorTransport(sim))
     again = await flowtel.ingest(settings, transport=SimulatorTransport(sim))
     assert again.outcome == "complete" and again.inserted == 0 and again.pages == 0
+
+
+async def test_normalizer_lets_other_tasks_run_within_a_page() -> None:
+    # The Writer's answers from PostgreSQL are handled between slices of a page, not after it.
+    from flowtel._ingest import NORMALIZE_SLICE, normalize_pages
+    from flowtel._model import Batch, Checkpoint, Page
+    from flowtel._stats import RunStats
+
+    raw = [
+        {"id": f"00000000-0000-4000-8000-{i:012d}", "timestamp": 1769541612369 + i}
+        for i in range(3000)
+    ]
+    assert NORMALIZE_SLICE <= 1000  # a few ms of work between two checkpoints
+    send_pages, receive_pages = trio.open_memory_channel[Page](1)
+    send_batches, receive_batches = trio.open_memory_channel[Batch](1)
+    ticks = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(normalize_pages, receive_pages, send_batches, RunStats())
+        await send_pages.send(Page("feed-001", raw, Checkpoint("feed-001", "feed")))
+        await send_pages.aclose()
+        with trio.move_on_after(5):
+            while True:
+                try:
+                    batch = receive_batches.receive_nowait()
+                    break
+                except trio.WouldBlock:
+                    ticks += 1
+                    await trio.lowlevel.checkpoint()
+    assert [str(e.id) for e in batch.events] == [r["id"] for r in raw]
+    assert ticks >= 3000 // NORMALIZE_SLICE  # one a slice at least (a whole page at once: 1-2)
