@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -139,9 +138,19 @@ def copy_baseline(dsn: str) -> float:
         _admin(dsn, "DROP TABLE IF EXISTS events_copy")
 
 
-def run_flowtel(env: dict[str, str], log: Path) -> tuple[float, int, int]:
-    """Wall time, exit code, peak RSS in bytes of `flowtel-cli run`."""
+@attrs.frozen
+class ClientRun:
+    elapsed: float  # wall seconds
+    code: int  # exit code
+    peak_rss: int  # bytes
+    cpu: float  # user + system seconds of `flowtel-cli run` itself
+    machine_cpu: float  # busy CPU seconds of the whole machine over the run (all processes)
+
+
+def run_flowtel(env: dict[str, str], log: Path) -> ClientRun:
+    """Run `flowtel-cli run`, watching its memory and CPU and the machine's."""
     peak = 0
+    machine_before = _machine_busy_seconds()
     started = time.perf_counter()
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -161,13 +170,26 @@ def run_flowtel(env: dict[str, str], log: Path) -> tuple[float, int, int]:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        code = process.wait()
+        # wait4 gives this child's own resource use (the kernel's peak RSS and CPU times).
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
         stop.set()
         sampler.join()
     elapsed = time.perf_counter() - started
-    # The kernel's own record of the child's peak (in KiB on Linux) catches what sampling missed.
-    peak = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
-    return elapsed, code, peak
+    return ClientRun(
+        elapsed=elapsed,
+        code=process.returncode,
+        peak_rss=max(peak, usage.ru_maxrss * 1024),  # ru_maxrss is in KiB on Linux
+        cpu=usage.ru_utime + usage.ru_stime,
+        machine_cpu=_machine_busy_seconds() - machine_before,
+    )
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds the machine spent busy since boot (user, nice, system, irq, softirq)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -202,9 +224,13 @@ def main() -> int:
             DATABASE_URL=dsn,
             FLOWTEL_PAGE_SIZE=str(args.page_size),
         )
-        elapsed, code, peak = run_flowtel(env, log)
-        if code != 0:
-            print(f"flowtel-cli run exited {code}; see {log}", file=sys.stderr)
+        simulator = psutil.Process(sim_process.pid)
+        simulator_before = sum(simulator.cpu_times()[:2])
+        client = run_flowtel(env, log)
+        elapsed = client.elapsed
+        simulator_cpu = sum(simulator.cpu_times()[:2]) - simulator_before
+        if client.code != 0:
+            print(f"flowtel-cli run exited {client.code}; see {log}", file=sys.stderr)
             return 1
         summary = _last_summary(dsn)
         exact, verdict = check_exact(dsn, Simulator(config))
@@ -234,7 +260,14 @@ def main() -> int:
         # which the lower bound does not count.
         "requests_beyond_pages": (summary.get("requests") or 0) - (summary.get("pages") or 0),
         "peak_feed_in_flight": summary.get("peak_feed_in_flight"),
-        "peak_rss_mb": round(peak / 2**20),
+        "peak_rss_mb": round(client.peak_rss / 2**20),
+        # Where the machine's CPU went during the run (2 cores: 2 x elapsed at most). "other"
+        # is PostgreSQL, mostly.
+        "cpu_s": {
+            "flowtel": round(client.cpu, 1),
+            "simulator": round(simulator_cpu, 1),
+            "other": round(client.machine_cpu - client.cpu - simulator_cpu, 1),
+        },
         "copy_baseline_s": round(copy_seconds, 1) if copy_seconds else None,
         "ratio_to_copy": round(elapsed / copy_seconds, 2) if copy_seconds else None,
         "exact": exact,
