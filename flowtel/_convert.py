@@ -65,7 +65,7 @@ _UUID_MEMO: dict[str, uuid.UUID] = {}
 _UUID_MEMO_MAX = 200_000
 
 
-def _optional_uuid(value: object, _: object = None) -> uuid.UUID | None:
+def _optional_uuid(value: object) -> uuid.UUID | None:
     if value is None:
         return None
     try:
@@ -91,11 +91,11 @@ def check_text(value: object) -> str:
     return value
 
 
-def _optional_text(value: object, _: object = None) -> str | None:
+def _optional_text(value: object) -> str | None:
     return None if value is None else check_text(value)
 
 
-def check_properties(value: Any, _: object = None) -> Any:
+def check_properties(value: Any) -> Any:
     """`value` if it serializes to JSON that jsonb accepts and is at most 1 MiB; raises if not."""
     if value is None:
         return None

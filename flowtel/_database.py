@@ -233,9 +233,8 @@ def _last_checkpoints(checkpoints: Iterable[Checkpoint]) -> list[Checkpoint]:
 
 
 def _jsonb_encode(value: Any) -> bytes:
-    # jsonb's binary format is a version byte and the JSON text. bytes are taken as
-    # JSON already serialized.
-    return b"\x01" + (value if isinstance(value, bytes) else orjson.dumps(value))
+    # jsonb's binary format is a version byte and the JSON text.
+    return b"\x01" + orjson.dumps(value)
 
 
 def _jsonb_decode(data: bytes) -> Any:

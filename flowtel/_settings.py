@@ -41,7 +41,7 @@ class Settings:
     # A page that comes back damaged (X-Chaos-Applied, events without id) is fetched again
     # this many times while its cursor is valid, hoping for a whole copy: damage is per
     # answer, and an event whose id or instant never comes whole cannot be stored (it is kept
-    # in rejected_events). At 20% damaged answers, 8 retries leave 1 page in 10 million.
+    # in rejected_events). At 20% damaged answers, 8 retries leave 1 page in 2 million (0.2^9).
     damaged_page_retries: int = 8
     request_timeout: float = 90.0
     verify_tls: bool = True
