@@ -128,22 +128,37 @@ def _structure_event(wire: Any, _: object = None) -> Event:
     reads as null, as the defaults of `Event` would; device_type and browser both read the
     nested `session` object.
     """
-    session = wire.get("session")
+    get = wire.get
+    session = get("session")
     if session is None:
         device_type = browser = None
     elif type(session) is dict:
-        device_type = _optional_text(session.get("deviceType"))
-        browser = _optional_text(session.get("browser"))
+        device_type = session.get("deviceType")
+        browser = session.get("browser")
     else:
         raise TypeError(f"session is not an object: {session!r:.60}")
+    kind = get("type")
+    name = get("name")
+    if (
+        type(kind) is str
+        and type(name) is str
+        and type(device_type) is str
+        and type(browser) is str
+        and (joined := kind + name + device_type + browser).isascii()
+        and "\x00" not in joined
+    ):
+        pass  # a clean event's four texts, checked in one pass instead of four calls
+    else:
+        for text in (kind, name, device_type, browser):
+            _optional_text(text)
     return Event(
         parse_uuid(wire["id"]),
         parse_instant(wire["timestamp"]),
-        _optional_uuid(wire.get("sessionId")),
-        _optional_uuid(wire.get("userId")),
-        _optional_text(wire.get("type")),
-        _optional_text(wire.get("name")),
-        check_properties(wire.get("properties")),
+        _optional_uuid(get("sessionId")),
+        _optional_uuid(get("userId")),
+        kind,
+        name,
+        check_properties(get("properties")),
         device_type,
         browser,
     )
