@@ -11,7 +11,13 @@ import attrs
 import pytest
 import trio
 
-from flowtel._database import CommitResult, Database, open_database
+from flowtel._database import (
+    CommitResult,
+    Database,
+    _timestamptz_decode,
+    _timestamptz_encode,
+    open_database,
+)
 from flowtel._errors import ConfigError, WriteError
 from flowtel._model import Batch, Checkpoint, Event, Rejected
 
@@ -84,6 +90,21 @@ async def test_new_ids_copy_straight_into_events_and_conflicts_go_through_stagin
         assert await db.count_events() == await db.count_distinct_ids() == 30
 
 
+async def test_an_id_twice_in_one_batch_stores_its_first_occurrence(
+    database_url: str, pg_admin: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="flowtel.database")
+    events = make_events(4)
+    again = attrs.evolve(events[1], name="the second occurrence")
+    async with open_database(database_url) as db:
+        result = await db.commit(batch([*events[:2], again, *events[2:], again]))
+    assert result == CommitResult(inserted=4, duplicates=2, rejected=0)
+    copies = [r.getMessage() for r in caplog.records if "COPY" in r.getMessage()]
+    assert copies == ["commit: COPY 6 events (direct)", "commit: COPY 4 events (staged)"]
+    stored = pg_admin.fetchval("SELECT name FROM events WHERE id = $1", events[1].id)
+    assert stored == events[1].name
+
+
 async def test_rejects_keep_raw_text_and_stream(database_url: str, pg_admin: Any) -> None:
     raw_bad = '{"id": null, "timestamp": "x\\u0000", "broken": '
     rejected = [Rejected(raw=raw_bad, reason="no id"), Rejected(raw="not json\x00", reason="nul")]
@@ -119,6 +140,52 @@ async def test_checkpoints_round_trip_and_upsert(database_url: str) -> None:
         await db.commit(batch(make_events(5), cp, checkpoint("other")))
         await db.commit(batch([], cp, later))  # the last of a stream wins
         assert await db.load_checkpoints() == [later, checkpoint("other")]
+
+
+# Instants around the edges of timestamptz's wire form (microseconds since 2000-01-01 UTC).
+EDGE_INSTANTS = [
+    dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+    dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),  # negative on the wire
+    dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+    T0,
+    dt.datetime(2099, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC),
+    dt.datetime(2026, 3, 29, 2, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))),  # an offset
+]
+
+
+async def test_instants_round_trip_exactly_through_the_timestamptz_codec(
+    database_url: str, pg_admin: Any
+) -> None:
+    events = [
+        attrs.evolve(event, occurred_at=instant)
+        for event, instant in zip(make_events(len(EDGE_INSTANTS)), EDGE_INSTANTS, strict=True)
+    ]
+    cps = [
+        checkpoint(f"s{i}", watermark=instant, cursor_expires_at=instant)
+        for i, instant in enumerate(EDGE_INSTANTS)
+    ]
+    async with open_database(database_url) as db:
+        await db.commit(batch(events, *cps))
+        loaded = await db.load_checkpoints()
+    # Read back through asyncpg's own codec, and as the server's text.
+    stored = pg_admin.fetch("SELECT id, occurred_at, occurred_at::text AS text FROM events")
+    assert {row["id"]: row["occurred_at"] for row in stored} == {
+        e.id: e.occurred_at for e in events
+    }
+    assert "1999-12-31 23:59:59.999999+00" in {row["text"] for row in stored}
+    assert [(cp.watermark, cp.cursor_expires_at) for cp in loaded] == [
+        (instant, instant) for instant in EDGE_INSTANTS
+    ]
+    assert {cp.watermark.tzinfo for cp in loaded if cp.watermark} == {dt.UTC}
+
+
+def test_timestamptz_infinities_decode_as_asyncpg_does(pg_admin: Any) -> None:
+    infinity = pg_admin.fetchval("SELECT 'infinity'::timestamptz")
+    minus_infinity = pg_admin.fetchval("SELECT '-infinity'::timestamptz")
+    assert _timestamptz_decode((2**63 - 1,)) == infinity == dt.datetime.max
+    assert _timestamptz_decode((-(2**63),)) == minus_infinity == dt.datetime.min
+    with pytest.raises(TypeError):
+        _timestamptz_encode(dt.datetime(2026, 1, 1))  # naive: which zone is unknown
 
 
 async def test_schema_is_idempotent_and_covers_the_model(database_url: str, pg_admin: Any) -> None:
