@@ -25,7 +25,7 @@ from typing import Any
 
 import cattrs
 
-from flowtel._convert import _optional_uuid, converter, parse_uuid
+from flowtel._convert import _optional_user_uuid, _optional_uuid, converter, parse_uuid
 from flowtel._model import Event
 from flowtel._normalize import normalize
 from flowtel._timestamps import format_instant, parse_instant
@@ -70,8 +70,8 @@ def hand_written(raw: dict[str, Any]) -> Event:
     return Event(
         id=parse_uuid(raw["id"]),
         occurred_at=parse_instant(raw["timestamp"]),
-        session_id=_optional_uuid(raw.get("sessionId")),  # the same memo as the real path
-        user_id=_optional_uuid(raw.get("userId")),
+        session_id=_optional_uuid(raw.get("sessionId")),  # parsed as the real path does
+        user_id=_optional_user_uuid(raw.get("userId")),
         type=raw.get("type"),
         name=raw.get("name"),
         properties=raw.get("properties"),
