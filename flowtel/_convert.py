@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Any, Final
 
 import cattrs
@@ -22,10 +23,13 @@ from flowtel._timestamps import format_instant, parse_instant
 
 __all__ = [
     "MAX_PROPERTIES_BYTES",
+    "all_properties_storable",
     "check_properties",
     "check_text",
+    "contains_nul",
     "converter",
     "parse_uuid",
+    "structure_event",
 ]
 
 # Larger properties are not stored (they would bloat every page of the table and COPY buffer);
@@ -109,9 +113,45 @@ def check_properties(value: Any) -> Any:
     data = orjson.dumps(value)
     if len(data) > MAX_PROPERTIES_BYTES:
         raise ValueError(f"properties too large ({len(data)} bytes)")
-    if b"\\u0000" in data:  # jsonb refuses the NUL escape (may be a false alarm on `\\u0000`)
+    # jsonb refuses the NUL escape. The bytes search may be a false alarm (the text `\\u0000`
+    # serializes as `\\\\u0000`), so a hit is confirmed on the value itself.
+    if b"\\u0000" in data and contains_nul(value):
         raise ValueError("properties contain NUL")
     return value
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether a string in this JSON value, a key or a value, holds NUL."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(contains_nul(item) for item in value)
+    return False
+
+
+def all_properties_storable(events: list[Event]) -> bool:
+    """True when every event's `properties` passes `check_properties`.
+
+    One serialization of the page's properties instead of one per event (6 % of the client's
+    CPU): if the list serializes, holds no NUL escape and is at most the limit in all, so is
+    each of its elements. Otherwise each is checked on its own.
+    """
+    values = [event.properties for event in events]
+    try:
+        data = orjson.dumps(values)
+    except Exception:
+        pass
+    else:
+        if len(data) <= MAX_PROPERTIES_BYTES and b"\\u0000" not in data:
+            return True
+    try:
+        for value in values:
+            check_properties(value)
+    except Exception:
+        return False
+    return True
 
 
 def _instant(value: object, _: object = None) -> dt.datetime:
@@ -125,14 +165,17 @@ converter.register_unstructure_hook(uuid.UUID, str)
 converter.register_unstructure_hook(dt.datetime, format_instant)
 
 
-def _structure_event(wire: Any, _: object = None) -> Event:
+def structure_event(
+    wire: Any, _: object = None, check: Callable[[Any], Any] | None = check_properties
+) -> Event:
     """Event from the API's wire shape: each field through its own strict check.
 
     The converter's hook for `Event`, written out: cattrs' generated one (with these same
     per-field hooks as overrides) builds a dict of the present fields and calls `Event(**res)`
     for every event; this one passes fields by position (4.1 -> 3.3 µs/event). A missing key
     reads as null, as the defaults of `Event` would; device_type and browser both read the
-    nested `session` object.
+    nested `session` object. `check=None` leaves `properties` unchecked, for a caller that
+    checks a whole page's at once (`all_properties_storable`).
     """
     get = wire.get
     session = get("session")
@@ -164,10 +207,10 @@ def _structure_event(wire: Any, _: object = None) -> Event:
         _optional_user_uuid(get("userId")),
         kind,
         name,
-        check_properties(get("properties")),
+        get("properties") if check is None else check(get("properties")),
         device_type,
         browser,
     )
 
 
-converter.register_structure_hook(Event, _structure_event)
+converter.register_structure_hook(Event, structure_event)

@@ -35,6 +35,7 @@ import orjson
 import trio
 import trio_asyncio
 
+from flowtel._convert import contains_nul
 from flowtel._errors import ConfigError, WriteError
 from flowtel._model import Batch, Checkpoint, Event, Rejected
 from flowtel._schema import SCHEMA_LOCK_KEY, schema_sql
@@ -177,7 +178,7 @@ def _unstorable(event: Event) -> str | None:
             data = orjson.dumps(event.properties)
         except (orjson.JSONEncodeError, TypeError) as exc:
             return f"properties cannot be stored as JSON: {exc}"
-        if b"\\u0000" in data:
+        if b"\\u0000" in data and contains_nul(event.properties):
             return "properties contain a NUL character (jsonb refuses \\u0000)"
     return None
 

@@ -21,30 +21,48 @@ Each repair is named in the reason of one `Rejected(stored=True)` per event.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
 
-from flowtel._convert import MAX_PROPERTIES_BYTES, check_properties, converter, parse_uuid
+from flowtel._convert import (
+    MAX_PROPERTIES_BYTES,
+    all_properties_storable,
+    check_properties,
+    converter,
+    parse_uuid,
+    structure_event,
+)
 from flowtel._model import Event, Rejected
 from flowtel._timestamps import BadTimestamp, parse_instant
 
 __all__ = ["MAX_PROPERTIES_BYTES", "normalize", "raw_text"]
 
 _MAX_DEPTH: Final = 200  # properties nested deeper are not stored (orjson's own limit is 254)
-_structure_event: Final = converter.get_structure_hook(Event)
 
 
 def normalize(raw_events: list[Any]) -> tuple[list[Event], list[Rejected]]:
     """Normalize one page: the events to store, and the rejects to keep aside, in page order."""
+    # The properties of the whole page are checked at once, after the loop. In the rare page
+    # where one of them must be repaired, the page is normalized again, checking each event.
+    events, rejected = _normalize(raw_events, None)
+    if not all_properties_storable(events):
+        events, rejected = _normalize(raw_events, check_properties)
+    return events, rejected
+
+
+def _normalize(
+    raw_events: list[Any], check: Callable[[Any], Any] | None
+) -> tuple[list[Event], list[Rejected]]:
     events: list[Event] = []
     rejected: list[Rejected] = []
-    structure = _structure_event
+    structure = structure_event
     for raw in raw_events:
-        # Fast path: a clean event is one call of the cattrs-generated function, which raises
-        # on anything it would have to repair.
+        # Fast path: a clean event is one call of the converter's Event hook, which raises on
+        # anything it would have to repair (`check` None: except its properties).
         try:
-            event = structure(raw, Event)
+            event = structure(raw, Event, check)
         except Exception:
             pass
         else:

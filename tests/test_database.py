@@ -123,11 +123,13 @@ async def test_unstorable_values_become_rejects(database_url: str) -> None:
     nul_json = attrs.evolve(make_events(1, start=60)[0], properties={"k": "\x00"})
     surrogate = attrs.evolve(make_events(1, start=70)[0], browser="\udcff")
     not_json = attrs.evolve(make_events(1, start=80)[0], properties={"k": {1, 2}})  # a set
+    # The text `\u0000` (a backslash, then u0000) is no NUL: it is stored.
+    nul_lookalike = attrs.evolve(make_events(1, start=90)[0], properties={"k": "\\u0000"})
     async with open_database(database_url) as db:
         result = await db.commit(
-            batch([*good, nul_text, nul_json, surrogate, not_json], checkpoint())
+            batch([*good, nul_text, nul_json, surrogate, not_json, nul_lookalike], checkpoint())
         )
-        assert result == CommitResult(inserted=3, duplicates=0, rejected=4)
+        assert result == CommitResult(inserted=4, duplicates=0, rejected=4)
         assert await db.count_rejected() == 4
 
 

@@ -259,6 +259,35 @@ def test_unstorable_properties_are_null() -> None:
         assert why in rejected.reason
 
 
+def test_a_page_checks_its_properties_as_each_event_would() -> None:
+    # The Normalizer checks a page's properties in one serialization; the outcome must be the
+    # one of each event alone: a page over the limit in all keeps events each under it, and one
+    # bad value among clean ones is repaired alone, in page order.
+    half = {"blob": "x" * (MAX_PROPERTIES_BYTES * 6 // 10)}
+    page: list[object] = [
+        wire(id=f"00000000-0000-4000-8000-00000000000{i}", properties=properties)
+        for i, properties in enumerate(
+            [half, half, {"a": "nul\x00"}, {"page": "/home"}, {"k": "\\u0000 is text"}, {1: 2}]
+        )
+    ]
+    events, rejected = normalize(page)
+    alone = [normalize([raw]) for raw in page]
+    assert events == [e for evs, _ in alone for e in evs]
+    assert rejected == [r for _, rs in alone for r in rs]
+    assert [e.properties for e in events] == [
+        half,
+        half,
+        {"a": "nul\ufffd"},
+        {"page": "/home"},
+        {"k": "\\u0000 is text"},
+        None,
+    ]
+    assert [r.reason for r in rejected] == [
+        "properties: NUL replaced with U+FFFD",
+        "properties are not storable JSON (key is not a string: 1), stored as null",
+    ]
+
+
 def test_raw_text_never_fails() -> None:
     assert raw_text({"a": 1}) == '{"a":1}'
     assert raw_text("\ud800") == '"\\ud800"'
@@ -349,3 +378,12 @@ def test_never_raises_and_loses_nothing(page: list[object]) -> None:
                 text.encode()  # no lone surrogate (an empty name is fine)
         data = orjson.dumps(event.properties)  # serializable, so the Writer can store it
         assert b"\\u0000" not in data or b"\\\\u0000" in data
+
+
+@settings(max_examples=200)
+@given(st.lists(EVENTS, max_size=6))
+def test_a_page_normalizes_as_its_events_one_by_one(page: list[object]) -> None:
+    events, rejected = normalize(page)
+    alone = [normalize([raw]) for raw in page]
+    assert events == [e for evs, _ in alone for e in evs]
+    assert rejected == [r for _, rs in alone for r in rs]
