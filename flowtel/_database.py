@@ -522,7 +522,6 @@ class Database:
         events = list(chain.from_iterable(part.events for part, _ in parts))
         total_events = len(events)
         rejects = list(given_rejects)
-        rows = list(map(_event_row, events))
         checkpoints = [
             attrs.astuple(cp, recurse=False) for cp in _last_checkpoints(checkpoints_in_order)
         ]
@@ -535,14 +534,15 @@ class Database:
 
         async def body(conn: Any) -> int:
             await self._fence(conn)
-            if rows:
+            if events:
                 log.debug(
-                    "commit: COPY %d events (%s)", len(rows), "direct" if direct else "staged"
+                    "commit: COPY %d events (%s)", len(events), "direct" if direct else "staged"
                 )
                 status = await self._aio(
                     conn.copy_records_to_table,
                     "events" if direct else _STAGING,
-                    records=rows,
+                    # Each row built as COPY takes it and freed after: never a list of them.
+                    records=map(_event_row, events),
                     columns=_EVENT_COLUMNS,
                     timeout=self.command_timeout,
                 )
@@ -580,7 +580,6 @@ class Database:
                     raise self._translate(exc, "commit") from None
                 direct = False
                 events = _first_of_each_id(events)
-                rows = list(map(_event_row, events))
                 continue
             except _BAD_DATA as exc:
                 # A value PostgreSQL cannot hold (NUL, bad UTF-8) fails the whole COPY. Only
@@ -594,7 +593,6 @@ class Database:
                         for event in part.events
                     }
                     events, bad = _screen((e, stream_of[id(e)]) for e in events)
-                    rows = list(map(_event_row, events))
                 if not bad:
                     raise self._translate(exc, "commit") from None
                 rejects.extend(bad)
