@@ -193,7 +193,7 @@ def structure_event(
         and type(name) is str
         and type(device_type) is str
         and type(browser) is str
-        and (joined := kind + name + device_type + browser).isascii()
+        and (joined := f"{kind}{name}{device_type}{browser}").isascii()  # one allocation
         and "\x00" not in joined
     ):
         pass  # a clean event's four texts, checked in one pass instead of four calls
