@@ -26,8 +26,8 @@ __all__ = [
     "all_properties_storable",
     "check_properties",
     "check_text",
-    "contains_nul",
     "converter",
+    "jsonb_text",
     "parse_uuid",
     "structure_event",
 ]
@@ -105,29 +105,38 @@ def _optional_text(value: object) -> str | None:
     return None if value is None else check_text(value)
 
 
+def jsonb_text(value: Any) -> bytes:
+    """`value` as JSON text that jsonb accepts.
+
+    Raises TypeError (orjson.JSONEncodeError) for what orjson refuses: lone surrogates, non-str
+    keys, non-JSON types, absurd depth; ValueError for a NUL in a string, which jsonb refuses.
+    """
+    data = orjson.dumps(value)
+    # The bytes search may be a false alarm (the text `\\u0000` serializes as `\\\\u0000`),
+    # so a hit is confirmed on the value itself.
+    if b"\\u0000" in data and _contains_nul(value):
+        raise ValueError("properties contain NUL")
+    return data
+
+
 def check_properties(value: Any) -> Any:
     """`value` if it serializes to JSON that jsonb accepts and is at most 1 MiB; raises if not."""
     if value is None:
         return None
-    # orjson refuses lone surrogates, non-str keys, non-JSON types and absurd depth.
-    data = orjson.dumps(value)
+    data = jsonb_text(value)
     if len(data) > MAX_PROPERTIES_BYTES:
         raise ValueError(f"properties too large ({len(data)} bytes)")
-    # jsonb refuses the NUL escape. The bytes search may be a false alarm (the text `\\u0000`
-    # serializes as `\\\\u0000`), so a hit is confirmed on the value itself.
-    if b"\\u0000" in data and contains_nul(value):
-        raise ValueError("properties contain NUL")
     return value
 
 
-def contains_nul(value: Any) -> bool:
+def _contains_nul(value: Any) -> bool:
     """Whether a string in this JSON value, a key or a value, holds NUL."""
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
     if isinstance(value, list | tuple):
-        return any(contains_nul(item) for item in value)
+        return any(_contains_nul(item) for item in value)
     return False
 
 

@@ -35,7 +35,7 @@ import orjson
 import trio
 import trio_asyncio
 
-from flowtel._convert import contains_nul
+from flowtel._convert import jsonb_text
 from flowtel._errors import ConfigError, WriteError
 from flowtel._model import Batch, Checkpoint, Event, Rejected
 from flowtel._schema import SCHEMA_LOCK_KEY, schema_sql
@@ -175,10 +175,10 @@ def _unstorable(event: Event) -> str | None:
             return f"{name} is not valid UTF-8"
     if event.properties is not None:
         try:
-            data = orjson.dumps(event.properties)
-        except (orjson.JSONEncodeError, TypeError) as exc:
+            jsonb_text(event.properties)
+        except TypeError as exc:  # orjson.JSONEncodeError included
             return f"properties cannot be stored as JSON: {exc}"
-        if b"\\u0000" in data and contains_nul(event.properties):
+        except ValueError:
             return "properties contain a NUL character (jsonb refuses \\u0000)"
     return None
 
