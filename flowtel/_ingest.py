@@ -312,7 +312,14 @@ async def plan_run(
     # Not worth splitting below two pages' worth of events.
     per_ms = (info.total or 0) / span
     min_split = int(2 * settings.page_size / per_ms) if per_ms > 0 else 3_600_000
-    shards = Shards(time_range.oldest_ms, time_range.newest_ms, min_split_ms=min_split)
+    shards = Shards(
+        time_range.oldest_ms,
+        time_range.newest_ms,
+        min_split_ms=min_split,
+        listing_budget=fetcher.events_limiter,
+        events_per_ms=per_ms,
+        page_size=settings.page_size,
+    )
     for cp in active:
         shards.add(cp)
     return streams, shards

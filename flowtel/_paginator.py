@@ -123,6 +123,9 @@ class Fetcher:
             self.stats.answered(endpoint, exc.status)
             limiter.failed(ticket)
             raise
+        except BaseException:  # cancelled (a split emptied the stream, the run stops): no answer
+            limiter.failed(ticket)
+            raise
         self.stats.answered(endpoint, 200)
         data = answer.body.get("data")
         limiter.answered(ticket, answer.headers, len(data) if isinstance(data, list) else 0)
@@ -154,6 +157,10 @@ async def paginate(
         stuck_at: dt.datetime | None = None
         stuck = 0
         while not cp.done:
+            if shards is not None and shards.emptied(cp.stream):
+                cp = attrs.evolve(cp, cursor=None, cursor_expires_at=None, done=True)
+                await send_pages.send(Page(cp.stream, [], cp))
+                return
             params = request_params(cp, fetcher.page_size, chain)
             if cp.cursor is None:
                 chain = {k: v for k, v in params.items() if k in ("since", "until")}
@@ -165,9 +172,12 @@ async def paginate(
                     cp.stream,
                 )
             try:
-                answer = await fetcher.fetch(
-                    cp.source, params, deadline if cp.cursor else float("inf")
-                )
+                with shards.fetching(cp.stream) if shards else trio.CancelScope() as fetching:
+                    answer = await fetcher.fetch(
+                        cp.source, params, deadline if cp.cursor else float("inf")
+                    )
+                if fetching.cancelled_caught:
+                    continue  # emptied by a split meanwhile
             except (CursorExpired, CursorInvalid) as exc:
                 fetcher.stats.resumes += 1
                 if stuck and cp.watermark == stuck_at:

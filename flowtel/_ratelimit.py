@@ -58,6 +58,8 @@ class RateLimiter:
     requests: int = 0
     throttled: int = 0  # 429s received on this bucket
     waited: float = 0.0  # seconds tasks spent waiting for a slot, summed
+    latency: float | None = None  # moving average of an answer's round trip, in seconds
+    held_back: int = 0  # requests that had to wait for the budget (a spent window, a 429)
     _in_flight: int = 0
     _epoch: int = 0
     _changed: Changes = attrs.field(factory=lambda: Changes())
@@ -65,9 +67,11 @@ class RateLimiter:
     async def acquire(self) -> Ticket:
         """Wait until the bucket has room for one more request, and take it."""
         started = self.clock()
+        held = False
         while True:
             now = self.clock()
             if now < self.blocked_until:
+                held = True
                 await self._wait(self.blocked_until)
                 continue
             if self.window_end is not None and now >= self.window_end:
@@ -82,15 +86,19 @@ class RateLimiter:
                 self.remaining -= 1
                 break
             else:
+                held = True
                 await self._wait(self.window_end if self.window_end is not None else math.inf)
         self._in_flight += 1
         self.requests += 1
+        self.held_back += held
         self.waited += self.clock() - started
         return Ticket(sent_at=self.clock(), epoch=self._epoch)
 
     def answered(self, ticket: Ticket, headers: Mapping[str, str], events: int = 0) -> None:
         """Learn from an answer (any status) to a request sent with `ticket`."""
         self._in_flight -= 1
+        took = self.clock() - ticket.sent_at
+        self.latency = took if self.latency is None else 0.8 * self.latency + 0.2 * took
         budget = _read_budget(headers)
         if budget is not None and ticket.epoch == self._epoch:
             limit, remaining, reset = budget
@@ -130,6 +138,29 @@ class RateLimiter:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    def seconds_for(self, requests: int) -> float | None:
+        """How long `requests` more requests, one after the other, would take in this
+        bucket's windows (None until its budget is known).
+
+        What the current window has left goes at once; the rest waits for the windows ahead.
+        """
+        if self.limit is None or self.window is None or self.latency is None:
+            return None
+        if requests <= 0:
+            return 0.0
+        now = self.clock()
+        if now < self.blocked_until:
+            left, wait = 0, max(self.window_end or now, self.blocked_until) - now
+        elif self.window_end is not None and now < self.window_end:
+            left, wait = self.remaining or 0, self.window_end - now
+        else:
+            left, wait = self.limit, self.window  # the first request opens a new window
+        if requests <= left:
+            return requests * self.latency
+        more = requests - left
+        windows = math.ceil(more / self.limit)
+        return wait + (windows - 1) * self.window + ((more - 1) % self.limit + 1) * self.latency
 
     def seconds_to_next_slot(self) -> float:
         """For progress displays: 0 when a request could go now."""

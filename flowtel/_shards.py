@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -16,6 +17,7 @@ import trio
 
 from flowtel._errors import ApiError
 from flowtel._model import Checkpoint
+from flowtel._ratelimit import RateLimiter
 from flowtel._timestamps import BadTimestamp, parse_instant, to_ms
 
 log = logging.getLogger("flowtel.shards")
@@ -69,21 +71,29 @@ class Shards:
     A Paginator asks `lower_bound(stream)` after each page: a split may have raised it, and
     once the stream's watermark is below it the stream is done. When a stream finishes, the
     run asks `split_largest()` for a new shard carved from the stream that would finish last.
+
+    With `listing_budget` (the listing's bucket) the listing's time left is counted in its
+    windows, not from its average speed: its pages come in bursts, and one page too many can
+    cost a whole window at the end of a run.
     """
 
     floor_ms: int  # estimate of the oldest instant, for sizing open-ended shards
     ceiling_ms: int  # the newest instant, for sizing the listing's shard
     min_split_ms: int = 60_000
     clock: Callable[[], float] = trio.current_time
+    listing_budget: RateLimiter | None = None
+    events_per_ms: float = 0.0  # the data's density on average (0: unknown)
+    page_size: int = 5000
     streams: dict[str, Checkpoint] = attrs.Factory(dict)  # latest known state, active only
-    # Per stream: when this run started it, and the top of its range then (for its speed).
-    _origin: dict[str, tuple[float, int]] = attrs.Factory(dict)
+    # Per stream: when this run started it, the top of its range and its events then.
+    _origin: dict[str, tuple[float, int, int]] = attrs.Factory(dict)
     _next: int = 0
     _feed_speed: float | None = None
+    _waiting: dict[str, trio.CancelScope] = attrs.Factory(dict)  # streams in a fetch
 
     def add(self, cp: Checkpoint) -> None:
         self.streams[cp.stream] = cp
-        self._origin[cp.stream] = (self.clock(), self._top(cp))
+        self._origin[cp.stream] = (self.clock(), self._top(cp), cp.events)
         if cp.stream.startswith("feed-"):
             with contextlib.suppress(ValueError):
                 self._next = max(self._next, int(cp.stream[5:]))
@@ -103,15 +113,45 @@ class Shards:
     def finished(self, stream: str) -> None:
         self.streams.pop(stream, None)
 
+    def emptied(self, stream: str) -> bool:
+        """Nothing is left of this stream's range: its bound has reached its watermark (a
+        split gave the rest to a new shard, which also takes the ties at the shared instant).
+        It is done without another page. Known instants only: never the estimated ceiling."""
+        cp = self.streams.get(stream)
+        if cp is None or cp.since_ms is None:
+            return False
+        if cp.until_ms is not None and cp.since_ms > cp.until_ms:
+            return True
+        return cp.watermark is not None and cp.since_ms >= to_ms(cp.watermark)
+
+    @contextlib.contextmanager
+    def fetching(self, stream: str) -> Iterator[trio.CancelScope]:
+        """A scope around a stream's fetch, cancelled if a split empties the stream: a
+        listing waiting for its next window stops at once instead of spending a request."""
+        with trio.CancelScope() as scope:
+            self._waiting[stream] = scope
+            try:
+                yield scope
+            finally:
+                self._waiting.pop(stream, None)
+
     def remaining_ms(self, cp: Checkpoint) -> int:
         bottom = cp.since_ms if cp.since_ms is not None else self.floor_ms
         return max(self._top(cp) - bottom, 0)
 
     def speed(self, cp: Checkpoint) -> float | None:
         """Milliseconds of the range this stream walks per second, so far (None: unknown)."""
-        started, top = self._origin.get(cp.stream, (self.clock(), self._top(cp)))
+        started, top, _ = self._origin.get(cp.stream, (self.clock(), self._top(cp), 0))
         covered, seconds = top - self._top(cp), self.clock() - started
         return covered / seconds if covered > 0 and seconds > 0 else None
+
+    def pages_left(self, cp: Checkpoint) -> float | None:
+        """The pages this stream still has to fetch, from the density it has met so far
+        (None: nothing to go by)."""
+        _, top, events = self._origin.get(cp.stream, (0.0, self._top(cp), cp.events))
+        covered, fetched = top - self._top(cp), cp.events - events
+        density = fetched / covered if covered > 0 and fetched > 0 else self.events_per_ms
+        return self.remaining_ms(cp) * density / self.page_size if density > 0 else None
 
     def split_largest(self) -> tuple[Checkpoint, Checkpoint] | None:
         """Plan carving the older part off the stream that would finish last: (new shard,
@@ -129,16 +169,24 @@ class Shards:
         feed_speed = self._feed_speed
 
         def time_left(cp: Checkpoint) -> float:
+            if cp.stream == LISTING and (budgeted := self._listing_seconds(cp)) is not None:
+                return budgeted
             speed = speeds[cp.stream] or feed_speed
             return self.remaining_ms(cp) / speed if speed else float(self.remaining_ms(cp))
 
         slowest = max(self.streams.values(), key=time_left)
         span = self.remaining_ms(slowest)
-        if span < 2 * self.min_split_ms:
-            return None
-        old_speed, new_speed = speeds[slowest.stream], feed_speed
-        share = new_speed / (new_speed + old_speed) if old_speed and new_speed else 0.5
-        cut = min(max(int(span * share), self.min_split_ms), span - self.min_split_ms)
+        cut: int | None = None
+        if slowest.stream == LISTING and feed_speed:
+            cut = self._listing_cut(slowest, feed_speed)
+            if cut == 0:
+                return None  # the listing should keep all it has
+        if cut is None:
+            if span < 2 * self.min_split_ms:
+                return None
+            old_speed, new_speed = speeds[slowest.stream], feed_speed
+            share = new_speed / (new_speed + old_speed) if old_speed and new_speed else 0.5
+            cut = min(max(int(span * share), self.min_split_ms), span - self.min_split_ms)
         bottom = slowest.since_ms if slowest.since_ms is not None else self.floor_ms
         mid = bottom + cut
         self._next += 1
@@ -146,6 +194,34 @@ class Shards:
             stream=f"feed-{self._next:03d}", source="feed", since_ms=slowest.since_ms, until_ms=mid
         )
         return new, attrs.evolve(slowest, since_ms=mid)
+
+    def _listing_seconds(self, cp: Checkpoint, pages: float | None = None) -> float | None:
+        """Seconds the listing needs for its pages left (or `pages`), in its bucket's windows.
+        None until its budget has held it back: a listing without limits keeps its speed."""
+        if self.listing_budget is None or not self.listing_budget.held_back:
+            return None
+        if pages is None:
+            pages = self.pages_left(cp)
+        if pages is None:
+            return None
+        return self.listing_budget.seconds_for(math.ceil(pages))
+
+    def _listing_cut(self, cp: Checkpoint, feed_speed: float) -> int | None:
+        """How much of the listing's range (ms from its bottom) a new feed shard should take
+        so that both finish soonest: the listing keeps whole pages, as many as its windows
+        allow by the time the new shard is done with the rest. None: no estimate."""
+        pages = self.pages_left(cp)
+        if pages is None or self._listing_seconds(cp, pages) is None:
+            return None
+        span = self.remaining_ms(cp)
+        cuts = []
+        for kept in range(math.ceil(pages) + 1):
+            # A page's worth of range holds a few more or fewer events: keep a margin, so
+            # that the pages kept fit in the requests counted for them.
+            keep = span if kept >= pages else int(span * kept * 0.97 / pages)
+            finish = max(self._listing_seconds(cp, kept) or 0.0, (span - keep) / feed_speed)
+            cuts.append((finish, -kept, span - keep))  # soonest; then the listing keeps most
+        return min(cuts)[2]
 
     def apply_split(self, new: Checkpoint, shrunk: Checkpoint) -> None:
         """Raise the shrunk stream's bound and add the new shard. Only once the new shard's
@@ -156,6 +232,8 @@ class Shards:
                 self.streams[shrunk.stream], since_ms=shrunk.since_ms
             )
         self.add(new)
+        if self.emptied(shrunk.stream) and shrunk.stream in self._waiting:
+            self._waiting[shrunk.stream].cancel()
         log.info(
             "split %s: %s takes the older part, up to %s",
             shrunk.stream,

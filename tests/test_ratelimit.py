@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import trio
 
 from flowtel._ratelimit import RateLimiter, parse_retry_after
@@ -115,3 +116,24 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after(None) == 1.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", default=5.0) == 5.0
     assert parse_retry_after("-3", default=2.0) == 2.0
+
+
+async def test_seconds_for_counts_the_windows_ahead(autojump_clock: trio.abc.Clock) -> None:
+    limiter = RateLimiter("events")
+    assert limiter.seconds_for(3) is None  # nothing known of the bucket yet
+    ticket = await limiter.acquire()
+    await trio.sleep(0.5)
+    headers = {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "9", "x-ratelimit-reset": "60"}
+    limiter.answered(ticket, headers)  # the window ends at 60.5; an answer takes 0.5 s
+    await trio.sleep(9.5)
+    assert limiter.seconds_for(9) == pytest.approx(9 * 0.5)  # what this window has left
+    assert limiter.seconds_for(10) == pytest.approx(50.5 + 0.5)  # one waits for the next
+    assert limiter.seconds_for(29) == pytest.approx(50.5 + 60 + 10 * 0.5)
+    await trio.sleep(60)  # that window is over: the next request opens a new one
+    assert limiter.seconds_for(10) == pytest.approx(10 * 0.5)
+    assert limiter.seconds_for(11) == pytest.approx(60 + 0.5)
+    limiter.throttled_by_server(await limiter.acquire(), 30.0)
+    assert limiter.seconds_for(1) == pytest.approx(30 + 0.5)
+    assert limiter.held_back == 0
+    limiter.failed(await limiter.acquire())  # waits for the Retry-After
+    assert limiter.held_back == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import pytest
 import trio
@@ -9,14 +11,22 @@ import trio
 import flowtel
 from flowtel._model import Checkpoint, Page
 from flowtel._paginator import paginate
+from flowtel._ratelimit import RateLimiter
 from flowtel._shards import LISTING, Shards, TimeRange, discover_range, plan
+from flowtel._timestamps import to_ms
 from flowtel.testing import Simulator, SimulatorTransport, profile
+from flowtel.testing._config import Endpoint, Window
 
 try:
-    from tests.helpers import expected_rows, fetcher_for, stored_rows
+    from tests.helpers import Recorder, expected_rows, fetcher_for, stored_rows
     from tests.test_ingest import quick_chaos, settings_for
 except ImportError:
-    from helpers import expected_rows, fetcher_for, stored_rows  # type: ignore[no-redef]
+    from helpers import (  # type: ignore[no-redef]
+        Recorder,
+        expected_rows,
+        fetcher_for,
+        stored_rows,
+    )
     from test_ingest import quick_chaos, settings_for  # type: ignore[no-redef]
 
 DAY = 86_400_000
@@ -103,6 +113,57 @@ def test_the_cut_lets_both_parts_finish_together() -> None:
     assert new2.until_ms is not None and abs(new2.until_ms - (40 + 39 / 2.05) * DAY) < DAY / 100
 
 
+def _listing_beside_a_feed_shard(
+    budget: RateLimiter, feed_days_per_s: float, feed_days_left: float
+) -> Shards:
+    """At t = 10 s: the listing has walked 3 of its 10 days (a page a day: 7 pages left), and
+    feed-001 walks `feed_days_per_s` with `feed_days_left` to go; feed-002 just finished."""
+    now = [0.0]
+    budget.clock = lambda: now[0]
+    shards = Shards(
+        floor_ms=0,
+        ceiling_ms=100 * DAY,
+        min_split_ms=DAY,
+        clock=budget.clock,
+        listing_budget=budget,
+        events_per_ms=5000 / DAY,
+        page_size=5000,
+    )
+    top = int((feed_days_left + 10 * feed_days_per_s) * DAY)
+    shards.add(Checkpoint(LISTING, "events", since_ms=90 * DAY))
+    shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=top))
+    shards.add(Checkpoint("feed-002", "feed", since_ms=0, until_ms=DAY))
+    now[0] = 10.0
+    listing = attrs.evolve(shards.streams[LISTING], watermark=_instant(97 * DAY), events=15_000)
+    shards.progressed(listing)
+    feed = attrs.evolve(shards.streams["feed-001"], watermark=_instant(int(feed_days_left * DAY)))
+    shards.progressed(feed)
+    shards.finished("feed-002")
+    return shards
+
+
+def test_the_listing_keeps_what_its_windows_allow() -> None:
+    """The listing's time left is counted in its bucket's windows, not from its average speed
+    (0.3 days a second here, which would carve 4.4 days off in the first case and 1.75 in
+    the second)."""
+    # Its window is spent until t = 50: 40 s of waiting for pages that a feed shard walking
+    # half a day a second fetches in 14 s. A new feed shard takes them all.
+    spent = RateLimiter("events", limit=10, window=60.0, latency=0.5, remaining=0, held_back=1)
+    spent.window_end = 50.0
+    new, shrunk = _listing_beside_a_feed_shard(spent, 0.5, 5).split_largest() or (None, None)
+    assert shrunk is not None and (shrunk.stream, shrunk.since_ms) == (LISTING, 97 * DAY)
+    assert new is not None and (new.since_ms, new.until_ms) == (90 * DAY, 97 * DAY)
+    # Its window has room for all 7 (3.5 s); a feed shard walks a tenth of a day a second.
+    room = RateLimiter("events", limit=10, window=60.0, latency=0.5, remaining=10, held_back=1)
+    room.window_end = 50.0
+    assert _listing_beside_a_feed_shard(room, 0.1, 0.3).split_largest() is None
+    # A bucket that never held the listing back (no limits, the `fast` profile): its speed
+    # counts, 7 days at 0.3 a second against a new shard's 0.5, so the shard takes 5/8.
+    unlimited = RateLimiter("events", limit=10**6, window=60.0, latency=0.5, remaining=10**6)
+    new, shrunk = _listing_beside_a_feed_shard(unlimited, 0.5, 5).split_largest() or (None, None)
+    assert shrunk is not None and shrunk.since_ms == 90 * DAY + 7 * DAY * 5 // 8
+
+
 def test_no_split_below_the_minimum() -> None:
     shards = Shards(floor_ms=0, ceiling_ms=10 * DAY, min_split_ms=3 * DAY, clock=lambda: 0.0)
     shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=5 * DAY))
@@ -133,6 +194,37 @@ async def test_ties_at_a_shared_edge_come_from_both_sides(autojump_clock: trio.a
                 ]
     assert tied <= set(seen["feed-001"]) and tied <= set(seen["feed-002"])
     assert set(seen["feed-001"]) | set(seen["feed-002"]) == set(data.ids())
+
+
+async def test_a_listing_emptied_while_it_waits_stops_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Its window spent, the listing waits for the next; meanwhile a split gives all it has
+    left to a new feed shard. It stops then, without the request it was waiting to send, and
+    its last checkpoint says done."""
+    listing_rules = Endpoint(window=Window(2, 60.0), formats={"ms": 1.0})
+    sim = Simulator(attrs.evolve(profile("fast"), events=3_000, seed=5, listing=listing_rules))
+    oldest, newest = sim.dataset.time_range_ms()
+    recorder = Recorder(sim)
+    send, receive = trio.open_memory_channel[Page](math.inf)
+    async with fetcher_for(sim, recorder, page_size=100) as fetcher:
+        shards = Shards(oldest, newest, listing_budget=fetcher.events_limiter)
+        listing = Checkpoint(LISTING, "events", since_ms=oldest)
+        shards.add(listing)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: paginate(listing, fetcher, send, shards=shards))
+            await trio.sleep(10)
+            current = shards.streams[LISTING]
+            assert current.watermark is not None
+            top = to_ms(current.watermark)
+            new = Checkpoint("feed-001", "feed", since_ms=oldest, until_ms=top)
+            shards.apply_split(new, attrs.evolve(current, since_ms=top))
+        assert trio.current_time() == 10.0
+    pages = receive_all(receive)
+    assert [len(page.raw_events) for page in pages] == [100, 100, 0]
+    assert pages[-1].checkpoint.done and pages[-1].checkpoint.cursor is None
+    assert recorder.times("/api/v1/events") == [0.0, 0.0]
+    assert fetcher.events_limiter.in_flight == 0
 
 
 def receive_all(receive: trio.MemoryReceiveChannel[Page]) -> list[Page]:
