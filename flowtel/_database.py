@@ -963,13 +963,12 @@ async def open_database(
             yield db
         return
     try:
-        async with (
-            trio_asyncio.open_loop() as loop,
-            _open(
+        async with trio_asyncio.open_loop() as loop:
+            loop.set_exception_handler(_lost_connections_are_handled)
+            async with _open(
                 dsn, display, loop, schema, reconnect_timeout, command_timeout, max_connections
-            ) as db,
-        ):
-            yield db
+            ) as db:
+                yield db
     except BaseExceptionGroup as group:
         # open_loop's nurseries wrap whatever crosses them; a caller of open_database should
         # see the WriteError / ConfigError / Cancelled itself, as with a loop of its own.
@@ -977,6 +976,20 @@ async def open_database(
         if len(leaves) == 1:
             raise leaves[0] from None
         raise
+
+
+def _lost_connections_are_handled(loop: Any, context: dict[str, Any]) -> None:
+    """asyncio's handler of errors nobody awaited, for the loop open_database opens.
+
+    A connection terminated mid-operation can leave a future failed with "connection was
+    closed" after its operation gave up on that connection (and retried on a new one).
+    trio-asyncio's default handler raises such errors into the loop, ending a run that had
+    recovered; they are logged here instead. Any other error goes to the default handler."""
+    exc = context.get("exception")
+    if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError | ConnectionError):
+        log.debug("a lost connection's unread error: %s", _describe(exc))
+        return
+    loop.default_exception_handler(context)
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
