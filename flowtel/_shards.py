@@ -186,7 +186,12 @@ class Shards:
                 return None
             old_speed, new_speed = speeds[slowest.stream], feed_speed
             share = new_speed / (new_speed + old_speed) if old_speed and new_speed else 0.5
-            cut = min(max(int(span * share), self.min_split_ms), span - self.min_split_ms)
+            cut = int(span * share)
+            pages = self.pages_left(slowest)
+            if pages:  # the shrunk stream keeps whole pages: its last one comes full
+                kept = max(1, round((span - cut) / span * pages))
+                cut = span - _kept_range(span, pages, kept)
+            cut = min(max(cut, self.min_split_ms), span - self.min_split_ms)
         bottom = slowest.since_ms if slowest.since_ms is not None else self.floor_ms
         mid = bottom + cut
         self._next += 1
@@ -216,9 +221,7 @@ class Shards:
         span = self.remaining_ms(cp)
         cuts = []
         for kept in range(math.ceil(pages) + 1):
-            # A page's worth of range holds a few more or fewer events: keep a margin, so
-            # that the pages kept fit in the requests counted for them.
-            keep = span if kept >= pages else int(span * kept * 0.97 / pages)
+            keep = _kept_range(span, pages, kept)
             finish = max(self._listing_seconds(cp, kept) or 0.0, (span - keep) / feed_speed)
             cuts.append((finish, -kept, span - keep))  # soonest; then the listing keeps most
         return min(cuts)[2]
@@ -287,6 +290,14 @@ async def _newest_at_or_before(fetcher: Any, until: int | None) -> int | None:
         return to_ms(parse_instant(first.get("timestamp")))
     except BadTimestamp:
         return None
+
+
+def _kept_range(span: int, pages: float, kept: int) -> int:
+    """The part of a stream's `span` (ms, `pages` pages' worth) that its next `kept` pages
+    cover, so that a split leaves it whole pages: a partial last page costs a request like a
+    full one. Less a margin, since a range holds a few more or fewer events than its share:
+    a page too many would cost a request, a few events fetched twice cost nothing."""
+    return span if kept >= pages else int(span * kept * 0.97 / pages)
 
 
 def _max_bound(a: int | None, b: int | None) -> int | None:
