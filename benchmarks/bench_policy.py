@@ -13,7 +13,8 @@ the bound does not count, and both buckets open a window every 60 s, so a run wh
 requests need k windows of one bucket cannot end before (k - 1) x 60 s.
 
 --faults data keeps only the damaged and repeated pages of the profile; none removes every
-fault: what the policy reaches when the API behaves.
+fault: what the policy reaches when the API behaves. To compare with another revision:
+`git worktree add /tmp/flowtel-REV REV`, then the same command with PYTHONPATH=/tmp/flowtel-REV.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import httpx
 import trio
 import trio.testing
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Appended, not prepended: PYTHONPATH=<a checkout of another revision> runs that one's policy.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_pipeline import lower_bound
 from flowtel._api import Api
 from flowtel._ingest import Run, _paginate_all, api_stats, plan_run
