@@ -35,10 +35,7 @@ import trio.testing
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_pipeline import lower_bound
 from flowtel._api import Api
-from flowtel._ingest import Run, _paginate_all, api_stats, plan_run
-from flowtel._pacer import FeedPacer
-from flowtel._paginator import Fetcher
-from flowtel._ratelimit import RateLimiter
+from flowtel._ingest import Run, _paginate_all, api_stats, new_fetcher, plan_run
 from flowtel._retry import Backoff
 from flowtel._secret import Secret
 from flowtel._settings import Settings
@@ -77,16 +74,7 @@ async def fetch_all(config: SimulatorConfig) -> dict[str, Any]:
         backoff = Backoff(settings.backoff_base, settings.backoff_cap, settings.max_retries)
         info = await api_stats(api)
         stats = RunStats()
-        fetcher = Fetcher(
-            api=api,
-            events_limiter=RateLimiter("events"),
-            feed_limiter=FeedPacer(concurrency=float(settings.feed_concurrency)),
-            tokens=TokenKeeper(api, backoff),
-            backoff=backoff,
-            stats=stats,
-            page_size=settings.page_size,
-            damaged_page_retries=settings.damaged_page_retries,
-        )
+        fetcher = new_fetcher(settings, api, backoff, TokenKeeper(api, backoff), stats)
         started = trio.current_time()
         streams, shards = await plan_run(settings, fetcher, [], info)
         send, receive = trio.open_memory_channel[Any](math.inf)

@@ -160,16 +160,7 @@ async def _ingest(
         run.initial_total = await db.count_events()
         checkpoints = await db.load_checkpoints()
         tokens = await _feed_tokens(settings, api, backoff, checkpoints)
-        run.fetcher = Fetcher(
-            api=api,
-            events_limiter=RateLimiter("events"),
-            feed_limiter=FeedPacer(concurrency=float(settings.feed_concurrency)),
-            tokens=tokens,
-            backoff=backoff,
-            stats=run.stats,
-            page_size=settings.page_size,
-            damaged_page_retries=settings.damaged_page_retries,
-        )
+        run.fetcher = new_fetcher(settings, api, backoff, tokens, run.stats)
         streams, shards = await plan_run(settings, run.fetcher, checkpoints, info)
         run.checkpoints = {cp.stream: cp for cp in streams}
         if on_start is not None:
@@ -184,6 +175,22 @@ async def _ingest(
         summary = await _summarize(db, run)
         await db.record_run_end(run_id, summary.to_dict())
         return summary
+
+
+def new_fetcher(
+    settings: Settings, api: Api, backoff: Backoff, tokens: TokenKeeper | None, stats: RunStats
+) -> Fetcher:
+    """What a run's Paginators share, with fresh buckets (bench_policy.py builds it here too)."""
+    return Fetcher(
+        api=api,
+        events_limiter=RateLimiter("events"),
+        feed_limiter=FeedPacer(concurrency=float(settings.feed_concurrency)),
+        tokens=tokens,
+        backoff=backoff,
+        stats=stats,
+        page_size=settings.page_size,
+        damaged_page_retries=settings.damaged_page_retries,
+    )
 
 
 async def _run_stages(
