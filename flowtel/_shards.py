@@ -1,7 +1,8 @@
 """Time shards of the data: planned from the data's time range, rebalanced as streams finish.
 
 Every shard's bounds are inclusive and neighbours share their edge instant, so ties at an
-edge are fetched by both and deduplicate on id: no event falls between two shards.
+edge are all fetched by the shard below (the one above stops once its watermark reaches the
+edge, with those it has) and deduplicate on id: no event falls between two shards.
 """
 
 from __future__ import annotations
