@@ -117,6 +117,10 @@ class FeedPacer:
         """A successful answer; `events` is the page's size (latency grows with it)."""
         self._in_flight -= 1
         now = self.clock()
+        if events > self._largest / 0.9:
+            # A larger page size than any before (the range probes ask for one event): the
+            # latencies seen so far are not of full pages, and must not be the calm ones.
+            self._smooth, self._calm = None, math.inf
         self._largest = max(self._largest, events)
         if events and events >= 0.9 * self._largest:  # full pages only: comparable latencies
             latency = now - ticket.sent_at

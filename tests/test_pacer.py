@@ -53,7 +53,7 @@ class Throttle:
         self.recent.append(now)
         return None
 
-    async def request(self, pacer: FeedPacer) -> bool:
+    async def request(self, pacer: FeedPacer, events: int = 5000) -> bool:
         ticket = await pacer.acquire()
         retry_after = self.admit()
         if retry_after is not None:
@@ -65,9 +65,9 @@ class Throttle:
             # Latencies vary (deterministically) by up to 20% either way, as pages do.
             self.sequence += 1
             jitter = 0.8 + 0.4 * (self.sequence * 0.618034 % 1.0)
-            await trio.sleep(self.latency * jitter)
+            await trio.sleep(self.latency * jitter * events / 5000)
         self.ok += 1
-        pacer.answered(ticket, {}, events=5000)
+        pacer.answered(ticket, {}, events=events)
         return True
 
 
@@ -145,6 +145,19 @@ async def test_concurrency_backs_off_when_answers_queue(autojump_clock: trio.abc
     await drive(pacer, server, pages=300, workers=16)
     assert pacer.concurrency < 8
     assert server.refused == 0
+
+
+async def test_small_probes_first_do_not_make_full_pages_look_queued(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # A run probes the feed's time range with one-event pages (answered almost at once) before
+    # the shards fetch full ones: those are not the calm latency of a full page.
+    pacer = FeedPacer(concurrency=4.0)
+    server = Throttle(10_000, 60.0, latency=2.0, capacity=100)
+    for _ in range(5):
+        assert await server.request(pacer, events=1)
+    await drive(pacer, server, pages=100, workers=8)
+    assert pacer.concurrency >= 4.0
 
 
 async def test_concurrency_grows_while_it_holds_requests_back(
