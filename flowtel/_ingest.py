@@ -299,7 +299,7 @@ async def plan_run(
     time_range = info.time_range
     if not streams:
         if feed:
-            time_range = await discover_range(fetcher, time_range)
+            time_range = await discover_range(fetcher, time_range, info.total)
         if not feed or time_range is None:
             source = "feed" if feed else "events"
             streams = [Checkpoint(stream=LISTING if source == "events" else "feed", source=source)]

@@ -250,47 +250,67 @@ class Shards:
         return min(top, to_ms(cp.watermark)) if cp.watermark is not None else top
 
 
-async def discover_range(fetcher: Any, stats_range: TimeRange | None) -> TimeRange | None:
+# The first probe's size: the density of this many newest events says where the oldest is.
+DENSITY_SAMPLE = 1000
+# Beyond the estimated oldest instant, these shares of the estimated span are probed in turn
+# until one finds nothing: a range a little wider than the data costs a near-empty shard,
+# one narrower would leave a stream that the splits size wrongly.
+ESTIMATE_MARGINS = (1.05, 1.25, 1.6, 2.5, 4.0)
+
+
+async def discover_range(
+    fetcher: Any, stats_range: TimeRange | None, total: int | None = None
+) -> TimeRange | None:
     """The data's time range: from /internal/stats when it says, else from the feed.
 
-    The feed is asked for its newest event, then for the newest at or before instants
-    further and further back until none is left: the last empty answer is below the oldest.
+    Every probe is a request of the feed's budget. The first asks for the newest
+    DENSITY_SAMPLE events; with the API's `total`, their density says how far back the
+    oldest should be, and one probe a little beyond that usually finds nothing, which bounds
+    the range. Without a total (or where the estimate falls short) the search goes back
+    further and further until an answer is empty: the last empty one is below the oldest.
     """
     if stats_range is not None:
         return stats_range
-    newest = await _newest_at_or_before(fetcher, None)
-    if newest is None:
+    top = await _newest_instants(fetcher, None, DENSITY_SAMPLE)
+    if not top:
         return None
-    found, step = newest, DAY_MS
-    for _ in range(16):
+    newest = top[0]
+    if total and total > len(top) > 1 and top[0] > top[-1]:
+        estimate = (top[0] - top[-1]) * (total - 1) / (len(top) - 1)
+        steps = [int(estimate * margin) for margin in ESTIMATE_MARGINS]
+    else:
+        steps = []
+    steps += [DAY_MS * 2**k for k in range(16)]
+    found = newest
+    for step in steps:
         probe = newest - step
-        older = await _newest_at_or_before(fetcher, probe)
-        if older is None:
+        if probe >= found:
+            continue  # already known to hold data
+        older = await _newest_instants(fetcher, probe, 1)
+        if not older:
             return TimeRange(oldest_ms=probe, newest_ms=newest)
-        found, step = older, step * 2
-    return TimeRange(oldest_ms=found - step, newest_ms=newest)
+        found = older[0]
+    return TimeRange(oldest_ms=found - steps[-1], newest_ms=newest)
 
 
-async def _newest_at_or_before(fetcher: Any, until: int | None) -> int | None:
-    params: dict[str, Any] = {"limit": 1}
+async def _newest_instants(fetcher: Any, until: int | None, limit: int) -> list[int]:
+    """The instants of the newest `limit` events at or before `until` (usable ones only)."""
+    params: dict[str, Any] = {"limit": limit}
     if until is not None:
         params["until"] = until
     try:
         answer = await fetcher.fetch("feed", params, float("inf"))
     except ApiError as exc:
         if exc.status == 418:  # outside the data's range
-            return None
+            return []
         raise
     data = answer.body.get("data")
-    if not isinstance(data, list) or not data:
-        return None
-    first = data[0]
-    if not isinstance(first, dict):
-        return None
-    try:
-        return to_ms(parse_instant(first.get("timestamp")))
-    except BadTimestamp:
-        return None
+    instants = []
+    for event in data if isinstance(data, list) else []:
+        if isinstance(event, dict):
+            with contextlib.suppress(BadTimestamp):
+                instants.append(to_ms(parse_instant(event.get("timestamp"))))
+    return instants
 
 
 def _kept_range(span: int, pages: float, kept: int) -> int:

@@ -26,9 +26,11 @@ class Recorder(httpx.AsyncBaseTransport):
     def __init__(self, sim: Simulator) -> None:
         self.inner = SimulatorTransport(sim)
         self.log: list[tuple[float, str, int]] = []
+        self.queries: list[tuple[float, str, dict[str, str]]] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         sent = trio.current_time()
+        self.queries.append((sent, request.url.path, dict(request.url.params)))
         response = await self.inner.handle_async_request(request)
         self.log.append((sent, request.url.path, response.status_code))
         return response

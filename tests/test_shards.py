@@ -250,6 +250,51 @@ async def test_the_range_is_discovered_from_the_feed_when_stats_do_not_say(
     assert found.oldest_ms <= oldest  # never later than the oldest: nothing falls outside
 
 
+async def discovered(sim: Simulator, total: int | None) -> tuple[TimeRange, list[str]]:
+    """The range discover_range finds, and the `until` of each feed request it made."""
+    recorder = Recorder(sim)
+    async with fetcher_for(sim, recorder, feed=True) as fetcher:
+        found = await discover_range(fetcher, None, total)
+    assert found is not None
+    feed = sim.config.feed_path
+    return found, [t for _, p, q in recorder.queries if p == feed for t in [q.get("until", "")]]
+
+
+async def test_the_total_and_the_newest_events_bound_the_range_in_two_requests(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # /internal/stats gives the total, not the time range (the contract): the density of the
+    # newest 1,000 events puts the oldest, and one probe a little below it finds nothing.
+    sim = Simulator(attrs.evolve(profile("live"), events=300_000, seed=4))
+    oldest, newest = sim.dataset.time_range_ms()
+    found, untils = await discovered(sim, len(sim.dataset))
+    assert len(untils) == 2
+    assert found.newest_ms == newest
+    assert found.oldest_ms <= oldest  # never later than the oldest: nothing falls outside
+    assert newest - found.oldest_ms <= 1.15 * (newest - oldest)  # planned on nearly the data
+
+
+@pytest.mark.parametrize("scale", [0.25, 4.0])
+async def test_a_misleading_total_costs_probes_never_events(
+    autojump_clock: trio.abc.Clock, scale: float
+) -> None:
+    # A total too small puts the estimate short: the probes go further back until one is
+    # empty. Too large: the range is too wide, which costs nearly empty shards, nothing else.
+    sim = Simulator(attrs.evolve(profile("fast"), events=20_000, seed=6))
+    oldest, newest = sim.dataset.time_range_ms()
+    found, untils = await discovered(sim, int(len(sim.dataset) * scale))
+    assert found.newest_ms == newest
+    assert found.oldest_ms <= oldest
+    probes = [int(u) for u in untils[1:]]  # the first request has no `until`: the newest
+    # Each probe but the last found data; the last, empty, is the range's floor.
+    assert all(p >= oldest for p in probes[:-1]) and probes[-1] < oldest
+    assert found.oldest_ms == probes[-1]
+    if scale > 1:
+        assert len(probes) == 1
+    else:
+        assert len(probes) > 1
+
+
 async def test_shards_split_as_they_finish_and_the_run_is_exact(
     database_url: str, pg_admin: object, caplog: pytest.LogCaptureFixture
 ) -> None:
