@@ -1,6 +1,7 @@
 """The fetch policy alone, in virtual time: how close shards, pacing and splits come to the bound.
 
     python benchmarks/bench_policy.py --events 3000000 --runs 5 [--faults profile|data|none]
+        [--stats-range]
 
 flowtel's own fetch side (the plan, the Paginators, the RateLimiter, the FeedPacer and the
 splits, as `flowtel-cli run` composes them) against the in-process simulator (`live`
@@ -12,8 +13,10 @@ requests made allow: requests beyond one per page (faults, partial last pages) a
 the bound does not count, and both buckets open a window every 60 s, so a run whose
 requests need k windows of one bucket cannot end before (k - 1) x 60 s.
 
---faults data keeps only the damaged and repeated pages of the profile; none removes every
-fault: what the policy reaches when the API behaves. To compare with another revision:
+/internal/stats says the total, not the time range (the contract), so each run first finds
+the range on the feed; --stats-range has the simulator say it too. --faults data keeps only
+the damaged and repeated pages of the profile; none removes every fault: what the policy
+reaches when the API behaves. To compare with another revision:
 `git worktree add /tmp/flowtel-REV REV`, then the same command with PYTHONPATH=/tmp/flowtel-REV.
 """
 
@@ -45,8 +48,10 @@ from flowtel.testing import Simulator, SimulatorTransport, profile
 from flowtel.testing._config import Faults, SimulatorConfig
 
 
-def simulator_config(events: int, seed: int, faults: str) -> SimulatorConfig:
-    config = attrs.evolve(profile("live"), events=events, seed=seed)
+def simulator_config(
+    events: int, seed: int, faults: str, stats_range: bool = False
+) -> SimulatorConfig:
+    config = attrs.evolve(profile("live"), events=events, seed=seed, stats_time_range=stats_range)
     if faults == "profile":
         return config
     changes = {}
@@ -118,13 +123,22 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--faults", choices=["profile", "data", "none"], default="profile")
+    parser.add_argument(
+        "--stats-range",
+        action="store_true",
+        help="/internal/stats also says the data's time range (the contract does not promise it)",
+    )
     args = parser.parse_args()
     bound, how = lower_bound(profile("live"), 5000)
     bound *= args.events / profile("live").events
-    print(f"live, N = {args.events:,}, faults: {args.faults}; bound {bound:.1f} s ({how})")
+    print(
+        f"live, N = {args.events:,}, faults: {args.faults},"
+        f" range {'in stats' if args.stats_range else 'found on the feed'};"
+        f" bound {bound:.1f} s ({how})"
+    )
     ratios = []
     for seed in range(1, args.runs + 1):
-        config = simulator_config(args.events, seed, args.faults)
+        config = simulator_config(args.events, seed, args.faults, args.stats_range)
         r = trio.run(fetch_all, config, clock=trio.testing.MockClock(autojump_threshold=0))
         ratios.append(r["elapsed"] / bound)
         print(

@@ -478,8 +478,9 @@ class Simulator:
                     "sessions": len(self.dataset.sessions),
                 },
                 "byType": self.dataset.type_counts(),
-                "timeRange": {"oldest": oldest, "newest": newest},
             }
+            if self.config.stats_time_range:
+                payload["timeRange"] = {"oldest": oldest, "newest": newest}
             self._stats_body = orjson.dumps(payload)
         return Response(200, [("Content-Type", "application/json")], self._stats_body)
 

@@ -116,6 +116,9 @@ class SimulatorConfig:
     cursor_lifetime_s: tuple[int, int] = (116, 119)
     listing: Endpoint = Endpoint()
     # Other endpoints.
+    # /internal/stats reports totals and counts by type (the contract); the data's time range
+    # only if this is set, as a server might: a client must be fast either way.
+    stats_time_range: bool = False
     sessions_window: Window = Window()
     token: Endpoint = Endpoint()
     token_lifetime_s: int = 300
