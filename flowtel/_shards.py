@@ -266,15 +266,18 @@ async def discover_range(
     Every probe is a request of the feed's budget. The first asks for the newest
     DENSITY_SAMPLE events; with the API's `total`, their density says how far back the
     oldest should be, and one probe a little beyond that usually finds nothing, which bounds
-    the range. Without a total (or where the estimate falls short) the search goes back
-    further and further until an answer is empty: the last empty one is below the oldest.
+    the range (an answer that holds every event is the range itself). Without a total (or
+    where the estimate falls short) the search goes back further and further until an
+    answer is empty: the last empty one is below the oldest.
     """
     if stats_range is not None:
         return stats_range
-    top = await _newest_instants(fetcher, None, DENSITY_SAMPLE)
+    top, more = await _newest_instants(fetcher, None, DENSITY_SAMPLE)
     if not top:
         return None
     newest = top[0]
+    if not more:  # that was every event
+        return TimeRange(oldest_ms=min(top), newest_ms=newest)
     if total and total > len(top) > 1 and top[0] > top[-1]:
         estimate = (top[0] - top[-1]) * (total - 1) / (len(top) - 1)
         steps = [int(estimate * margin) for margin in ESTIMATE_MARGINS]
@@ -286,15 +289,16 @@ async def discover_range(
         probe = newest - step
         if probe >= found:
             continue  # already known to hold data
-        older = await _newest_instants(fetcher, probe, 1)
+        older, _ = await _newest_instants(fetcher, probe, 1)
         if not older:
             return TimeRange(oldest_ms=probe, newest_ms=newest)
         found = older[0]
     return TimeRange(oldest_ms=found - steps[-1], newest_ms=newest)
 
 
-async def _newest_instants(fetcher: Any, until: int | None, limit: int) -> list[int]:
-    """The instants of the newest `limit` events at or before `until` (usable ones only)."""
+async def _newest_instants(fetcher: Any, until: int | None, limit: int) -> tuple[list[int], bool]:
+    """The instants of the newest `limit` events at or before `until` (usable ones only),
+    and whether the feed has more."""
     params: dict[str, Any] = {"limit": limit}
     if until is not None:
         params["until"] = until
@@ -302,7 +306,7 @@ async def _newest_instants(fetcher: Any, until: int | None, limit: int) -> list[
         answer = await fetcher.fetch("feed", params, float("inf"))
     except ApiError as exc:
         if exc.status == 418:  # outside the data's range
-            return []
+            return [], False
         raise
     data = answer.body.get("data")
     instants = []
@@ -310,7 +314,9 @@ async def _newest_instants(fetcher: Any, until: int | None, limit: int) -> list[
         if isinstance(event, dict):
             with contextlib.suppress(BadTimestamp):
                 instants.append(to_ms(parse_instant(event.get("timestamp"))))
-    return instants
+    pagination = answer.body.get("pagination")
+    more = not isinstance(pagination, dict) or pagination.get("hasMore") is not False
+    return instants, more
 
 
 def _kept_range(span: int, pages: float, kept: int) -> int:

@@ -274,6 +274,15 @@ async def test_the_total_and_the_newest_events_bound_the_range_in_two_requests(
     assert newest - found.oldest_ms <= 1.15 * (newest - oldest)  # planned on nearly the data
 
 
+async def test_data_smaller_than_the_sample_is_its_own_range(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    sim = Simulator(attrs.evolve(profile("fast"), events=600, seed=2))
+    found, untils = await discovered(sim, len(sim.dataset))
+    assert untils == [""]  # one request: it held every event
+    assert found == TimeRange(*sim.dataset.time_range_ms())
+
+
 @pytest.mark.parametrize("scale", [0.25, 4.0])
 async def test_a_misleading_total_costs_probes_never_events(
     autojump_clock: trio.abc.Clock, scale: float
