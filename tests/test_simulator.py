@@ -443,6 +443,14 @@ async def test_chaos_walk_with_retries_covers_everything(autojump_clock: trio.ab
 # -- other endpoints ---------------------------------------------------------------------------
 
 
+async def test_stats_say_the_time_range_only_when_configured() -> None:
+    sim = Simulator(attrs.evolve(SMALL, stats_time_range=True))
+    async with client(sim) as c:
+        stats = (await c.get("/internal/stats")).json()
+    oldest, newest = sim.dataset.time_range_ms()
+    assert stats["timeRange"] == {"oldest": oldest, "newest": newest}
+
+
 async def test_auth_health_stats_root_404() -> None:
     sim = Simulator(SMALL)
     async with httpx.AsyncClient(transport=SimulatorTransport(sim), base_url=BASE_URL) as c:
@@ -458,6 +466,7 @@ async def test_auth_health_stats_root_404() -> None:
         stats = (await c.get("/internal/stats")).json()
         assert stats["totals"]["events"] == 3000
         assert sum(stats["byType"].values()) == 3000
+        assert "timeRange" not in stats  # the contract promises totals only
         assert (await c.get("/api/v1")).status_code == 200
         assert (await c.get("/api/v1/metrics")).json()["data"] == []
         sessions = (await c.get("/api/v1/sessions")).json()
