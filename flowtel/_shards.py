@@ -284,13 +284,20 @@ async def discover_range(
     else:
         steps = []
     steps += [DAY_MS * 2**k for k in range(16)]
-    found = newest
+    found, requests = newest, 1
     for step in steps:
         probe = newest - step
         if probe >= found:
             continue  # already known to hold data
         older, _ = await _newest_instants(fetcher, probe, 1)
+        requests += 1
         if not older:
+            log.info(
+                "the data's time range, found on the feed in %d requests: %s to %s",
+                requests,
+                _iso(probe),
+                _iso(newest),
+            )
             return TimeRange(oldest_ms=probe, newest_ms=newest)
         found = older[0]
     return TimeRange(oldest_ms=found - steps[-1], newest_ms=newest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import attrs
@@ -261,14 +262,16 @@ async def discovered(sim: Simulator, total: int | None) -> tuple[TimeRange, list
 
 
 async def test_the_total_and_the_newest_events_bound_the_range_in_two_requests(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     # /internal/stats gives the total, not the time range (the contract): the density of the
     # newest 1,000 events puts the oldest, and one probe a little below it finds nothing.
     sim = Simulator(attrs.evolve(profile("live"), events=300_000, seed=4))
     oldest, newest = sim.dataset.time_range_ms()
-    found, untils = await discovered(sim, len(sim.dataset))
+    with caplog.at_level(logging.INFO, logger="flowtel.shards"):
+        found, untils = await discovered(sim, len(sim.dataset))
     assert len(untils) == 2
+    assert "time range, found on the feed in 2 requests" in caplog.text
     assert found.newest_ms == newest
     assert found.oldest_ms <= oldest  # never later than the oldest: nothing falls outside
     assert newest - found.oldest_ms <= 1.15 * (newest - oldest)  # planned on nearly the data
