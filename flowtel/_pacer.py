@@ -41,6 +41,7 @@ class FeedPacer:
     min_concurrency: float = 1.0
     max_concurrency: float = 32.0
     slow_factor: float = 2.0  # full pages this much slower than when calm are queueing
+    full_page: float = 0.9  # a page at least this share of the largest is a full one
     backoff_factor: float = 0.75
     # Budget, learned from 429s.
     mode: Mode = "learning"
@@ -117,12 +118,12 @@ class FeedPacer:
         """A successful answer; `events` is the page's size (latency grows with it)."""
         self._in_flight -= 1
         now = self.clock()
-        if events > self._largest / 0.9:
+        if events * self.full_page > self._largest:
             # A larger page size than any before (the range probes ask for one event): the
             # latencies seen so far are not of full pages, and must not be the calm ones.
             self._smooth, self._calm = None, math.inf
         self._largest = max(self._largest, events)
-        if events and events >= 0.9 * self._largest:  # full pages only: comparable latencies
+        if events and events >= self.full_page * self._largest:  # full pages: comparable
             latency = now - ticket.sent_at
             smooth = latency if self._smooth is None else 0.8 * self._smooth + 0.2 * latency
             self._smooth = smooth
