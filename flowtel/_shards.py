@@ -272,6 +272,7 @@ async def discover_range(
     """
     if stats_range is not None:
         return stats_range
+    spent = fetcher.feed_limiter.requests  # the feed's budget before the probes
     top, more = await _newest_instants(fetcher, None, DENSITY_SAMPLE)
     if not top:
         return None
@@ -284,17 +285,16 @@ async def discover_range(
     else:
         steps = []
     steps += [DAY_MS * 2**k for k in range(16)]
-    found, requests = newest, 1
+    found = newest
     for step in steps:
         probe = newest - step
         if probe >= found:
             continue  # already known to hold data
         older, _ = await _newest_instants(fetcher, probe, 1)
-        requests += 1
         if not older:
             log.info(
                 "the data's time range, found on the feed in %d requests: %s to %s",
-                requests,
+                fetcher.feed_limiter.requests - spent,
                 _iso(probe),
                 _iso(newest),
             )
