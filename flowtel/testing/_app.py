@@ -470,7 +470,6 @@ class Simulator:
 
     async def _stats(self, req: Request) -> Response:
         if self._stats_body is None:
-            oldest, newest = self.dataset.time_range_ms()
             payload = {
                 "totals": {
                     "events": len(self.dataset),
@@ -480,6 +479,7 @@ class Simulator:
                 "byType": self.dataset.type_counts(),
             }
             if self.config.stats_time_range:
+                oldest, newest = self.dataset.time_range_ms()
                 payload["timeRange"] = {"oldest": oldest, "newest": newest}
             self._stats_body = orjson.dumps(payload)
         return Response(200, [("Content-Type", "application/json")], self._stats_body)
