@@ -21,22 +21,20 @@ from flowtel.testing import Simulator, SimulatorTransport
 
 
 class Recorder(httpx.AsyncBaseTransport):
-    """The simulator's transport, noting (virtual time, path, status) of every request."""
+    """The simulator's transport, noting (virtual time, path, status, query) of every request."""
 
     def __init__(self, sim: Simulator) -> None:
         self.inner = SimulatorTransport(sim)
-        self.log: list[tuple[float, str, int]] = []
-        self.queries: list[tuple[float, str, dict[str, str]]] = []
+        self.log: list[tuple[float, str, int, dict[str, str]]] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         sent = trio.current_time()
-        self.queries.append((sent, request.url.path, dict(request.url.params)))
         response = await self.inner.handle_async_request(request)
-        self.log.append((sent, request.url.path, response.status_code))
+        self.log.append((sent, request.url.path, response.status_code, dict(request.url.params)))
         return response
 
     def times(self, path: str, status: int = 200) -> list[float]:
-        return [t for t, p, s in self.log if p == path and s == status]
+        return [t for t, p, s, _ in self.log if p == path and s == status]
 
 
 @asynccontextmanager

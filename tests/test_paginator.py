@@ -63,7 +63,7 @@ async def test_listing_is_walked_whole_and_paced_by_its_headers(
     pages, _ = await walk(sim, Checkpoint("events", "events"), recorder=recorder)
     assert ids_of(pages) == list(sim.dataset.ids())
     assert recorder.times("/api/v1/events") == [0.0] * 10 + [60.0] * 10 + [120.0] * 10 + [180.0] * 5
-    assert [s for _, _, s in recorder.log].count(429) == 0
+    assert [s for _, _, s, _ in recorder.log].count(429) == 0
     assert pages[-1].checkpoint.done and pages[-1].checkpoint.cursor is None
     assert pages[-1].checkpoint.events == 3_500
 
@@ -185,7 +185,7 @@ async def test_token_is_renewed_before_it_expires(autojump_clock: trio.abc.Clock
     assert len(set(ids_of(pages))) == 2_000
     tokens = recorder.times("/internal/dashboard/stream-access")
     assert len(tokens) >= 2  # 20 pages x 2 s = 40 s > one 30 s token
-    assert [s for _, _, s in recorder.log].count(403) == 0
+    assert [s for _, _, s, _ in recorder.log].count(403) == 0
 
 
 async def test_page_bodies_are_not_left_in_garbage_cycles() -> None:

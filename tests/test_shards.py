@@ -258,7 +258,7 @@ async def discovered(sim: Simulator, total: int | None) -> tuple[TimeRange, list
         found = await discover_range(fetcher, None, total)
     assert found is not None
     feed = sim.config.feed_path
-    return found, [t for _, p, q in recorder.queries if p == feed for t in [q.get("until", "")]]
+    return found, [q.get("until", "") for _, p, _, q in recorder.log if p == feed]
 
 
 async def test_the_total_and_the_newest_events_bound_the_range_in_two_requests(
