@@ -26,7 +26,7 @@ from typing import Literal
 import attrs
 import trio
 
-from flowtel._ratelimit import Changes, Ticket
+from flowtel._ratelimit import Changes, Ticket, window_seconds
 
 Clock = Callable[[], float]
 Mode = Literal["learning", "window", "even"]
@@ -166,6 +166,32 @@ class FeedPacer:
     def failed(self, ticket: Ticket) -> None:
         self._in_flight -= 1
         self._wake()
+
+    def seconds_for(self, requests: int) -> float | None:
+        """How long until `requests` more full pages are answered in the budget learned so
+        far: a window's requests go at once, as many at a time as concurrency allows (None
+        until a 429 has taught the budget and a full page its latency)."""
+        latency = self._smooth
+        if latency is None or self.limit is None or self.window is None or self.mode == "learning":
+            return None
+        if requests <= 0:
+            return 0.0
+        now = self.clock()
+        at_once = max(1, math.floor(self.concurrency))
+
+        def answered(n: int) -> float:
+            return math.ceil(n / at_once) * latency
+
+        if self.mode == "even":
+            return max(self._next_send - now, 0.0) + (requests - 1) * self.interval + latency
+        if now < self._blocked_until:
+            left, wait = 0, self._blocked_until - now
+        elif self._window_start is not None and now < self._window_start + self.window:
+            left = max(self._window_budget - self._window_sent, 0)
+            wait = self._window_start + self.window - now
+        else:
+            left, wait = self.limit, self.window  # the first request opens a new window
+        return window_seconds(requests, left, wait, self.limit, self.window, answered)
 
     def seconds_to_next_slot(self) -> float:
         now = self.clock()

@@ -35,6 +35,24 @@ class Changes:
         self._event = trio.Event()
 
 
+def window_seconds(
+    requests: int,
+    left: int,
+    wait: float,
+    limit: int,
+    window: float,
+    answered: Callable[[int], float],
+) -> float:
+    """Seconds until `requests` more requests are answered in fixed windows: `left` may go in
+    the current window, which ends in `wait` seconds, and `limit` in each window after it;
+    `answered(n)` is how long the n requests of the last window take once they may go."""
+    if requests <= left:
+        return answered(requests)
+    more = requests - left
+    windows = math.ceil(more / limit)
+    return wait + (windows - 1) * window + answered((more - 1) % limit + 1)
+
+
 @attrs.frozen
 class Ticket:
     """Permission to send one request; hand it back with the answer's headers."""
@@ -156,11 +174,8 @@ class RateLimiter:
             left, wait = self.remaining or 0, self.window_end - now
         else:
             left, wait = self.limit, self.window  # the first request opens a new window
-        if requests <= left:
-            return requests * self.latency
-        more = requests - left
-        windows = math.ceil(more / self.limit)
-        return wait + (windows - 1) * self.window + ((more - 1) % self.limit + 1) * self.latency
+        latency = self.latency
+        return window_seconds(requests, left, wait, self.limit, self.window, lambda n: n * latency)
 
     def seconds_to_next_slot(self) -> float:
         """For progress displays: 0 when a request could go now."""

@@ -167,3 +167,32 @@ async def test_concurrency_grows_while_it_holds_requests_back(
     server = Throttle(10_000, 60.0, latency=2.0, capacity=100)
     await drive(pacer, server, pages=300, workers=16)
     assert pacer.concurrency >= 6
+
+
+async def _pacer_after(sent: int, latency: float) -> FeedPacer:
+    """A pacer that knows a window of 40 requests a minute (as a 429 teaches), opened at
+    t = 0 by `sent` requests whose full pages took `latency` seconds; 4 at a time from now."""
+    pacer = FeedPacer(concurrency=float(sent))
+    pacer.mode, pacer.limit, pacer.window = "window", 40, 60.0
+    tickets = [await pacer.acquire() for _ in range(sent)]
+    await trio.sleep(latency)
+    for ticket in tickets:
+        pacer.answered(ticket, {}, events=5000)
+    pacer.concurrency = 4.0
+    return pacer
+
+
+async def test_seconds_for_counts_the_windows_ahead(autojump_clock: trio.abc.Clock) -> None:
+    assert FeedPacer().seconds_for(1) is None  # no budget learned yet
+    pacer = await _pacer_after(sent=4, latency=5.0)  # t = 5: 36 left until t = 60
+    assert pacer.seconds_for(0) == 0.0
+    assert pacer.seconds_for(36) == 9 * 5.0  # at once, 4 at a time: 9 rounds of a page
+    assert pacer.seconds_for(37) == 55.0 + 5.0  # one waits for the next window
+    assert pacer.seconds_for(36 + 40 + 8) == 55.0 + 60.0 + 2 * 5.0
+    await trio.sleep(60.0)  # that window is over: the next request opens a new one
+    assert pacer.seconds_for(40) == 10 * 5.0
+    assert pacer.seconds_for(41) == 60.0 + 5.0
+    # Spaced evenly (a server that does not count in fixed windows): one every interval.
+    pacer.mode, pacer.interval = "even", 1.5
+    pacer.failed(await pacer.acquire())  # the next may go 1.5 s from now
+    assert pacer.seconds_for(3) == 1.5 + 2 * pacer.interval + 5.0
