@@ -324,6 +324,7 @@ async def plan_run(
         time_range.newest_ms,
         min_split_ms=min_split,
         listing_budget=fetcher.events_limiter,
+        feed_budget=fetcher.feed_limiter,
         events_per_ms=per_ms,
         page_size=settings.page_size,
     )

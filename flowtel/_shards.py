@@ -18,6 +18,7 @@ import trio
 
 from flowtel._errors import ApiError
 from flowtel._model import Checkpoint
+from flowtel._pacer import FeedPacer
 from flowtel._ratelimit import RateLimiter
 from flowtel._timestamps import BadTimestamp, parse_instant, to_ms
 
@@ -75,7 +76,9 @@ class Shards:
 
     With `listing_budget` (the listing's bucket) the listing's time left is counted in its
     windows, not from its average speed: its pages come in bursts, and one page too many can
-    cost a whole window at the end of a run.
+    cost a whole window at the end of a run. With `feed_budget` (the FeedPacer) the feed's is
+    too, for all its streams at once: the listing hands its older part to the feed only as
+    far as the feed's windows have room for it.
     """
 
     floor_ms: int  # estimate of the oldest instant, for sizing open-ended shards
@@ -83,6 +86,7 @@ class Shards:
     min_split_ms: int = 60_000
     clock: Callable[[], float] = trio.current_time
     listing_budget: RateLimiter | None = None
+    feed_budget: FeedPacer | None = None
     events_per_ms: float = 0.0  # the data's density on average (0: unknown)
     page_size: int = 5000
     streams: dict[str, Checkpoint] = attrs.Factory(dict)  # latest known state, active only
@@ -90,7 +94,13 @@ class Shards:
     _origin: dict[str, tuple[float, int, int]] = attrs.Factory(dict)
     _next: int = 0
     _feed_speed: float | None = None
+    _feed_pages: int = 0  # pages the feed's streams have had in this run
+    _feed_requests_before: int = 0  # the feed's requests before the streams (range probes)
     _waiting: dict[str, trio.CancelScope] = attrs.Factory(dict)  # streams in a fetch
+
+    def __attrs_post_init__(self) -> None:
+        if self.feed_budget is not None:
+            self._feed_requests_before = self.feed_budget.requests - self.feed_budget.throttled
 
     def add(self, cp: Checkpoint) -> None:
         self.streams[cp.stream] = cp
@@ -104,6 +114,8 @@ class Shards:
         return cp.since_ms if cp is not None else None
 
     def progressed(self, cp: Checkpoint) -> None:
+        if cp.source == "feed":
+            self._feed_pages += 1
         if cp.done:
             self.streams.pop(cp.stream, None)
         elif cp.stream in self.streams:
@@ -223,9 +235,30 @@ class Shards:
         cuts = []
         for kept in range(math.ceil(pages) + 1):
             keep = _kept_range(span, pages, kept)
-            finish = max(self._listing_seconds(cp, kept) or 0.0, (span - keep) / feed_speed)
+            feed = self._feed_seconds(pages * (span - keep) / span)
+            if feed is None:  # a new shard alone, at the speed feed shards have had
+                feed = (span - keep) / feed_speed
+            finish = max(self._listing_seconds(cp, kept) or 0.0, feed)
             cuts.append((finish, -kept, span - keep))  # soonest; then the listing keeps most
         return min(cuts)[2]
+
+    def _feed_seconds(self, more_pages: float) -> float | None:
+        """Seconds the feed needs, in its learned windows, for what its streams have left and
+        `more_pages` besides. Each page costs the requests a page has cost so far (faults,
+        damaged pages, partial last pages), and the feed may meet more faults than that
+        average: a cut is never undone, so the feed is given room for one standard deviation
+        more. None: its budget is not known yet."""
+        budget = self.feed_budget
+        if budget is None or self._feed_pages == 0:
+            return None
+        pages = math.ceil(more_pages)
+        for cp in self.streams.values():
+            if cp.stream != LISTING:
+                pages += math.ceil(self.pages_left(cp) or 0.0)
+        requests = budget.requests - budget.throttled - self._feed_requests_before
+        per_page = max(1.0, requests / self._feed_pages)
+        extra = pages * (per_page - 1)
+        return budget.seconds_for(math.ceil(pages + extra + math.sqrt(extra)))
 
     def apply_split(self, new: Checkpoint, shrunk: Checkpoint) -> None:
         """Raise the shrunk stream's bound and add the new shard. Only once the new shard's

@@ -21,6 +21,7 @@ from flowtel.testing._config import Endpoint, Window
 try:
     from tests.helpers import Recorder, expected_rows, fetcher_for, stored_rows
     from tests.test_ingest import quick_chaos, settings_for
+    from tests.test_pacer import _pacer_after
 except ImportError:
     from helpers import (  # type: ignore[no-redef]
         Recorder,
@@ -29,6 +30,7 @@ except ImportError:
         stored_rows,
     )
     from test_ingest import quick_chaos, settings_for  # type: ignore[no-redef]
+    from test_pacer import _pacer_after  # type: ignore[no-redef]
 
 DAY = 86_400_000
 
@@ -353,3 +355,51 @@ def _instant(ms: int) -> object:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+
+async def test_the_listing_hands_the_feed_only_what_its_windows_have_room_for(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """With the feed's budget known, a new feed shard is sized by the feed's windows (all its
+    streams' pages left, and what they cost each so far), not by one shard's speed."""
+    listing_budget = RateLimiter("events", limit=10, window=60.0, latency=0.5, held_back=1)
+
+    def shards_at_t0() -> Shards:
+        shards = Shards(
+            floor_ms=0,
+            ceiling_ms=100 * DAY,
+            min_split_ms=DAY,
+            listing_budget=listing_budget,
+            events_per_ms=5000 / DAY,  # a page a day
+            page_size=5000,
+        )
+        shards.add(Checkpoint(LISTING, "events", since_ms=90 * DAY))
+        shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=10 * DAY))
+        shards.add(Checkpoint("feed-002", "feed", since_ms=0, until_ms=DAY))
+        return shards
+
+    alone, beside, wary = shards_at_t0(), shards_at_t0(), shards_at_t0()
+    feed_budget = await _pacer_after(sent=32, latency=5.0)  # t = 5: 8 left until 60
+    beside.feed_budget = wary.feed_budget = feed_budget
+    listing_budget.remaining, listing_budget.window_end = 0, 45.0  # 7 pages: 40 s + 3.5 s
+    for shards, pages in ((alone, 32), (beside, 32), (wary, 30)):
+        listing = attrs.evolve(shards.streams[LISTING], watermark=_instant(97 * DAY))
+        shards.progressed(listing)  # 7 pages left, 43.5 s: the listing would finish last
+        feed = attrs.evolve(shards.streams["feed-001"], watermark=_instant(5 * DAY))
+        for _ in range(pages):  # 32 requests were sent; 5 pages left at a day a second
+            shards.progressed(feed)
+        shards.finished("feed-002")
+    # A new shard alone walks the listing's 7 days in 7 s: it would take them all.
+    new, shrunk = alone.split_largest() or (None, None)
+    assert shrunk is not None and (shrunk.stream, shrunk.since_ms) == (LISTING, 97 * DAY)
+    # The feed has 8 requests left in this window and 5 pages of its own: 3 more fit, a
+    # fourth waits 55 s for the next window. The listing keeps 5 (42.5 s), the feed takes
+    # the rest (2 pages' worth and the partial one: 3 requests, 10 s).
+    new, shrunk = beside.split_largest() or (None, None)
+    assert shrunk is not None and new is not None and shrunk.stream == LISTING
+    assert shrunk.since_ms == 97 * DAY - int(7 * DAY * 5 * 0.97 / 7)
+    assert (new.since_ms, new.until_ms) == (90 * DAY, shrunk.since_ms)
+    # 32 requests for 30 pages: faults cost the feed 7 % more, and may cost it more than
+    # that. Its 5 pages and 2 more would be 7.5 requests on average, 8.1 with a standard
+    # deviation of faults: a ninth would wait for the next window. The listing keeps all 7.
+    assert wary.split_largest() is None
