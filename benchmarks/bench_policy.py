@@ -68,10 +68,13 @@ def simulator_config(
     return attrs.evolve(config, **changes)
 
 
-async def fetch_all(config: SimulatorConfig) -> dict[str, Any]:
+async def fetch_all(config: SimulatorConfig, feed_shards: int = 8) -> dict[str, Any]:
     sim = Simulator(config)
     settings = Settings(
-        api_key=sim.api_key, api_url=config.base_url, database_url="postgresql://unused/x"
+        api_key=sim.api_key,
+        api_url=config.base_url,
+        database_url="postgresql://unused/x",
+        feed_shards=feed_shards,
     )
     transport = SimulatorTransport(sim)
     async with httpx.AsyncClient(base_url=config.base_url, transport=transport) as http:
@@ -84,10 +87,20 @@ async def fetch_all(config: SimulatorConfig) -> dict[str, Any]:
         streams, shards = await plan_run(settings, fetcher, [], info)
         send, receive = trio.open_memory_channel[Any](math.inf)
         ids: set[str] = set()
+        partial = {"events": 0, "feed": 0}  # pages that came short: a shard's last one
+        pages = {"events": 0, "feed": 0}
+        shorts: list[tuple[float, str, int]] = []
+        events = {"events": 0, "feed": 0}
 
         async def drain() -> None:
             async for page in receive:
                 ids.update(e["id"] for e in page.raw_events if isinstance(e, dict) and e.get("id"))
+                if 0 < len(page.raw_events) < 0.99 * settings.page_size:
+                    partial[page.checkpoint.source] += 1
+                    shorts.append((trio.current_time(), page.stream, len(page.raw_events)))
+                if page.raw_events:
+                    pages[page.checkpoint.source] += 1
+                    events[page.checkpoint.source] += len(page.raw_events)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drain)
@@ -113,6 +126,10 @@ async def fetch_all(config: SimulatorConfig) -> dict[str, Any]:
         "throttled": listing.throttled + feed.throttled,
         "retries": stats.retries,
         "damaged": stats.damaged_pages,
+        "partial": partial,
+        "shorts": shorts,
+        "fill_waste": {k: pages[k] - events[k] / settings.page_size for k in pages},
+        "shards": shards._next if shards else 0,
         "windows": windows,
         "floor": (max(windows.values()) - 1) * config.feed.window.window_s,
     }
@@ -128,6 +145,9 @@ def main() -> int:
         action="store_true",
         help="/internal/stats also says the data's time range (the contract does not promise it)",
     )
+    parser.add_argument(
+        "--feed-shards", type=int, default=attrs.fields(Settings).feed_shards.default
+    )
     args = parser.parse_args()
     bound, how = lower_bound(profile("live"), 5000)
     bound *= args.events / profile("live").events
@@ -139,12 +159,17 @@ def main() -> int:
     ratios = []
     for seed in range(1, args.runs + 1):
         config = simulator_config(args.events, seed, args.faults, args.stats_range)
-        r = trio.run(fetch_all, config, clock=trio.testing.MockClock(autojump_threshold=0))
+        r = trio.run(
+            fetch_all, config, args.feed_shards, clock=trio.testing.MockClock(autojump_threshold=0)
+        )
         ratios.append(r["elapsed"] / bound)
         print(
             f"seed {seed}: {r['elapsed']:6.1f} s = {ratios[-1]:.3f} x bound | requests counted"
             f" listing {r['counted']['listing']}, feed {r['counted']['feed']} (429s"
-            f" {r['throttled']}, retries {r['retries']}, damaged {r['damaged']}) | windows"
+            f" {r['throttled']}, retries {r['retries']}, damaged {r['damaged']}, partial"
+            f" {r['partial']['events']}+{r['partial']['feed']} wasting"
+            f" {r['fill_waste']['events']:.1f}+{r['fill_waste']['feed']:.1f},"
+            f" shards {r['shards']}) | windows"
             f" listing {r['windows']['listing']}, feed {r['windows']['feed']}: at least"
             f" {r['floor']:.0f} s"
         )
