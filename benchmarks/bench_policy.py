@@ -84,7 +84,7 @@ async def fetch_all(config: SimulatorConfig, feed_shards: int = 8) -> dict[str, 
         stats = RunStats()
         fetcher = new_fetcher(settings, api, backoff, TokenKeeper(api, backoff), stats)
         started = trio.current_time()
-        streams, shards = await plan_run(settings, fetcher, [], info)
+        streams, shards, first = await plan_run(settings, fetcher, [], info)
         send, receive = trio.open_memory_channel[Any](math.inf)
         ids: set[str] = set()
         partial = {"events": 0, "feed": 0}  # pages that came short: a shard's last one
@@ -107,7 +107,7 @@ async def fetch_all(config: SimulatorConfig, feed_shards: int = 8) -> dict[str, 
             async with send:
                 todo = [cp for cp in streams if not cp.done]
                 run = Run(stats=stats, fetcher=fetcher)
-                await _paginate_all(nursery, settings, run, todo, shards, send)
+                await _paginate_all(nursery, settings, run, todo, shards, send, first)
         elapsed = trio.current_time() - started
     assert len(ids) == config.events, f"{len(ids):,} distinct ids of {config.events:,}"
     listing, feed = fetcher.events_limiter, fetcher.feed_limiter

@@ -12,7 +12,7 @@ import gc
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -26,11 +26,11 @@ from flowtel._errors import ApiError, ConfigError, FeedUnavailable, TransientErr
 from flowtel._model import Batch, Checkpoint, Event, Page, Rejected
 from flowtel._normalize import normalize
 from flowtel._pacer import FeedPacer
-from flowtel._paginator import Fetcher, paginate
+from flowtel._paginator import Fetcher, fetch_first_page, paginate, within_bound
 from flowtel._ratelimit import RateLimiter
 from flowtel._retry import Backoff
 from flowtel._settings import Settings
-from flowtel._shards import LISTING, Shards, TimeRange, discover_range, plan
+from flowtel._shards import LISTING, Shards, TimeRange, discover_range, instants_of, plan
 from flowtel._stats import RunStats, Summary
 from flowtel._timestamps import BadTimestamp, parse_instant, to_ms
 from flowtel._tokens import TokenKeeper
@@ -161,7 +161,7 @@ async def _ingest(
         checkpoints = await db.load_checkpoints()
         tokens = await _feed_tokens(settings, api, backoff, checkpoints)
         run.fetcher = new_fetcher(settings, api, backoff, tokens, run.stats)
-        streams, shards = await plan_run(settings, run.fetcher, checkpoints, info)
+        streams, shards, first = await plan_run(settings, run.fetcher, checkpoints, info)
         run.checkpoints = {cp.stream: cp for cp in streams}
         if on_start is not None:
             on_start(run)
@@ -169,7 +169,7 @@ async def _ingest(
         todo = [cp for cp in streams if not cp.done]
         # Save the plan first, so that a crash before the first page still resumes it.
         await db.commit(Batch([], [], todo))
-        await _run_stages(settings, db, run, todo, shards)
+        await _run_stages(settings, db, run, todo, shards, first)
         if tokens is not None:
             run.stats.tokens = tokens.issued
         summary = await _summarize(db, run)
@@ -199,6 +199,7 @@ async def _run_stages(
     run: Run,
     streams: list[Checkpoint],
     shards: Shards | None,
+    first: list[Page],
 ) -> None:
     send_pages, receive_pages = trio.open_memory_channel[Page](settings.channel_pages)
     send_batches, receive_batches = trio.open_memory_channel[Batch](settings.channel_pages)
@@ -216,7 +217,7 @@ async def _run_stages(
         nursery.start_soon(normalize_pages, receive_pages, send_batches, run.stats)
         nursery.start_soon(write_batches, db, receive_batches, on_commit)
         async with send_pages:
-            await _paginate_all(nursery, settings, run, streams, shards, send_pages)
+            await _paginate_all(nursery, settings, run, streams, shards, send_pages, first)
 
 
 async def _paginate_all(
@@ -226,11 +227,17 @@ async def _paginate_all(
     streams: list[Checkpoint],
     shards: Shards | None,
     send_pages: trio.MemorySendChannel[Page],
+    first: Sequence[Page] = (),
 ) -> None:
     """Run a Paginator per stream; each time one finishes, carve a new shard off the stream
-    with most left, so the tail of a run never idles on one slow shard."""
+    with most left, so the tail of a run never idles on one slow shard. Pages in `first`
+    were fetched while planning: they go first, and their streams go on from them."""
     assert run.fetcher is not None
     fetcher = run.fetcher
+    for page in first:
+        await send_pages.send(page)
+    after_first = {page.stream: page.checkpoint for page in first}
+    streams = [after_first.get(cp.stream, cp) for cp in streams]
     finished_send, finished_receive = trio.open_memory_channel[str](math.inf)
 
     async def walk(cp: Checkpoint, send: trio.MemorySendChannel[Page]) -> None:
@@ -291,28 +298,39 @@ async def normalize_pages(
 
 async def plan_run(
     settings: Settings, fetcher: Fetcher, checkpoints: list[Checkpoint], info: ApiStats
-) -> tuple[list[Checkpoint], Shards | None]:
+) -> tuple[list[Checkpoint], Shards | None, list[Page]]:
     """The streams of this run (the saved ones, or a fresh plan over the data's time range),
-    and the live shard bounds when the feed is in use."""
+    the live shard bounds when the feed is in use, and the pages fetched to make the plan
+    (to be written first: the streams' checkpoints are from before them)."""
     feed = fetcher.tokens is not None
+    listing = settings.source != "feed"
     streams = checkpoints
     time_range = info.time_range
+    first: list[Page] = []
     if not streams:
+        newest = None
+        if feed and listing and time_range is None:
+            # The listing's first page holds the newest events, whose density says where the
+            # oldest are: the listing's budget pays for it, and its events are kept.
+            page = await fetch_first_page(Checkpoint(stream=LISTING, source="events"), fetcher)
+            first, newest = [page], (instants_of(page.raw_events), not page.checkpoint.done)
         if feed:
-            time_range = await discover_range(fetcher, time_range, info.total)
+            time_range = await discover_range(fetcher, time_range, info.total, newest)
         if not feed or time_range is None:
             source = "feed" if feed else "events"
             streams = [Checkpoint(stream=LISTING if source == "events" else "feed", source=source)]
+            first = []  # a listing page without a usable instant: the feed walks it all
         else:
             streams = plan(
                 time_range,
                 feed_shards=settings.feed_shards,
-                listing=settings.source != "feed",
+                listing=listing,
                 listing_share=settings.listing_share,
             )
+            first = [within_bound(page, streams[0].since_ms) for page in first]
     active = [cp for cp in streams if not cp.done]
     if not feed or not active:
-        return streams, None
+        return streams, None, first
     if time_range is None:
         time_range = _range_of(active)
     span = max(time_range.newest_ms - time_range.oldest_ms, 1)
@@ -328,9 +346,10 @@ async def plan_run(
         events_per_ms=per_ms,
         page_size=settings.page_size,
     )
+    after_first = {page.stream: page.checkpoint for page in first}
     for cp in active:
-        shards.add(cp)
-    return streams, shards
+        shards.add(after_first.get(cp.stream, cp))
+    return streams, shards, first
 
 
 def _range_of(streams: list[Checkpoint]) -> TimeRange:

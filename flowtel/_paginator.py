@@ -205,14 +205,23 @@ async def paginate(
                     return
                 raise
             page, deadline = _page_from(answer, cp, fetcher.wall_clock())
-            page = _within_live_bound(page, shards.lower_bound(cp.stream) if shards else None)
+            page = within_bound(page, shards.lower_bound(cp.stream) if shards else None)
             if shards is not None:
                 shards.progressed(page.checkpoint)
             cp = page.checkpoint
             await send_pages.send(page)
 
 
-def _within_live_bound(page: Page, lower: int | None) -> Page:
+async def fetch_first_page(checkpoint: Checkpoint, fetcher: Fetcher) -> Page:
+    """A fresh stream's first page, fetched before its Paginator starts (the run's plan needs
+    what it holds); `paginate` goes on from the page's checkpoint."""
+    params = request_params(checkpoint, fetcher.page_size)
+    answer = await fetcher.fetch(checkpoint.source, params, float("inf"))
+    page, _ = _page_from(answer, checkpoint, fetcher.wall_clock())
+    return page
+
+
+def within_bound(page: Page, lower: int | None) -> Page:
     """The page's checkpoint with the stream's live lower bound; done once below it."""
     cp = page.checkpoint
     bound = cp.since_ms if lower is None else max(lower, cp.since_ms or lower)

@@ -292,33 +292,39 @@ ESTIMATE_MARGINS = (1.05, 1.25, 1.6, 2.5, 4.0)
 
 
 async def discover_range(
-    fetcher: Any, stats_range: TimeRange | None, total: int | None = None
+    fetcher: Any,
+    stats_range: TimeRange | None,
+    total: int | None = None,
+    newest_events: tuple[list[int], bool] | None = None,
 ) -> TimeRange | None:
     """The data's time range: from /internal/stats when it says, else from the feed.
 
     Every probe is a request of the feed's budget. The first asks for the newest
-    DENSITY_SAMPLE events; with the API's `total`, their density says how far back the
-    oldest should be, and one probe a little beyond that usually finds nothing, which bounds
-    the range (an answer that holds every event is the range itself). Without a total (or
-    where the estimate falls short) the search goes back further and further until an
-    answer is empty: the last empty one is below the oldest.
+    DENSITY_SAMPLE events, unless `newest_events` gives them (the instants of the listing's
+    first page, and whether the API has more). With the API's `total`, their density says
+    how far back the oldest should be, and one probe a little beyond that usually finds
+    nothing, which bounds the range (an answer that holds every event is the range itself).
+    Without a total (or where the estimate falls short) the search goes back further and
+    further until an answer is empty: the last empty one is below the oldest.
     """
     if stats_range is not None:
         return stats_range
     spent = fetcher.feed_limiter.requests  # the feed's budget before the probes
-    top, more = await _newest_instants(fetcher, None, DENSITY_SAMPLE)
+    if newest_events is None:
+        newest_events = await _newest_instants(fetcher, None, DENSITY_SAMPLE)
+    top, more = newest_events
     if not top:
         return None
-    newest = top[0]
+    newest, sampled_oldest = max(top), min(top)
     if not more:  # that was every event
-        return TimeRange(oldest_ms=min(top), newest_ms=newest)
-    if total and total > len(top) > 1 and top[0] > top[-1]:
-        estimate = (top[0] - top[-1]) * (total - 1) / (len(top) - 1)
+        return TimeRange(oldest_ms=sampled_oldest, newest_ms=newest)
+    if total and total > len(top) > 1 and newest > sampled_oldest:
+        estimate = (newest - sampled_oldest) * (total - 1) / (len(top) - 1)
         steps = [int(estimate * margin) for margin in ESTIMATE_MARGINS]
     else:
         steps = []
     steps += [DAY_MS * 2**k for k in range(16)]
-    found = newest
+    found = sampled_oldest  # the oldest instant known to hold data
     for step in steps:
         probe = newest - step
         if probe >= found:
@@ -326,10 +332,10 @@ async def discover_range(
         older, _ = await _newest_instants(fetcher, probe, 1)
         if not older:
             log.info(
-                "the data's time range, found on the feed in %d requests: %s to %s",
-                fetcher.feed_limiter.requests - spent,
+                "the data's time range: %s to %s (found with %d of the feed's requests)",
                 _iso(probe),
                 _iso(newest),
+                fetcher.feed_limiter.requests - spent,
             )
             return TimeRange(oldest_ms=probe, newest_ms=newest)
         found = older[0]
@@ -349,14 +355,19 @@ async def _newest_instants(fetcher: Any, until: int | None, limit: int) -> tuple
             return [], False
         raise
     data = answer.body.get("data")
+    pagination = answer.body.get("pagination")
+    more = not isinstance(pagination, dict) or pagination.get("hasMore") is not False
+    return instants_of(data if isinstance(data, list) else []), more
+
+
+def instants_of(raw_events: list[Any]) -> list[int]:
+    """The instants (epoch ms) of the events that have a usable one."""
     instants = []
-    for event in data if isinstance(data, list) else []:
+    for event in raw_events:
         if isinstance(event, dict):
             with contextlib.suppress(BadTimestamp):
                 instants.append(to_ms(parse_instant(event.get("timestamp"))))
-    pagination = answer.body.get("pagination")
-    more = not isinstance(pagination, dict) or pagination.get("hasMore") is not False
-    return instants, more
+    return instants
 
 
 def _kept_range(span: int, pages: float, kept: int) -> int:

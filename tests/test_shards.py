@@ -273,10 +273,32 @@ async def test_the_total_and_the_newest_events_bound_the_range_in_two_requests(
     with caplog.at_level(logging.INFO, logger="flowtel.shards"):
         found, untils = await discovered(sim, len(sim.dataset))
     assert len(untils) == 2
-    assert "time range, found on the feed in 2 requests" in caplog.text
+    assert "(found with 2 of the feed's requests)" in caplog.text
     assert found.newest_ms == newest
     assert found.oldest_ms <= oldest  # never later than the oldest: nothing falls outside
     assert newest - found.oldest_ms <= 1.15 * (newest - oldest)  # planned on nearly the data
+
+
+async def test_the_listings_first_page_is_the_density_sample(
+    database_url: str, pg_admin: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With the listing in the run, its first page holds the newest events: their density
+    # puts the oldest, so the feed spends one request on the range (the probe below it),
+    # and the page's events are stored like any other's.
+    sim = Simulator(attrs.evolve(profile("fast"), events=30_000, seed=5))
+    recorder = Recorder(sim)
+    settings = settings_for(sim, database_url, page_size=1000)
+    with caplog.at_level(logging.INFO, logger="flowtel.shards"):
+        summary = await flowtel.ingest(settings, transport=recorder)
+    rows, count = stored_rows(pg_admin)
+    assert rows == expected_rows(sim) and count == 30_000
+    pages = [(path, query) for _, path, _, query in recorder.log if path != "/internal/stats"]
+    pages = [(path, query) for path, query in pages if "stream-access" not in path]
+    assert pages[0] == ("/api/v1/events", {"limit": "1000"})
+    assert pages[1][0] == sim.config.feed_path and pages[1][1]["limit"] == "1"
+    assert int(pages[1][1]["until"]) < sim.dataset.time_range_ms()[0]  # below the oldest
+    assert "(found with 1 of the feed's requests)" in caplog.text
+    assert summary.requests == summary.pages + 1  # no faults here: the probe is the one more
 
 
 async def test_data_smaller_than_the_sample_is_its_own_range(
