@@ -321,11 +321,17 @@ async def plan_run(
             streams = [Checkpoint(stream=LISTING if source == "events" else "feed", source=source)]
             first = []  # a listing page without a usable instant: the feed walks it all
         else:
+            density = time_range.density
+            span = time_range.newest_ms - time_range.oldest_ms
+            if density is None and info.time_range is not None and info.total and span > 0:
+                density = info.total / span  # the range /internal/stats gave is exact
             streams = plan(
                 time_range,
                 feed_shards=settings.feed_shards,
                 listing=listing,
                 listing_share=settings.listing_share,
+                events_per_ms=density,
+                page_size=settings.page_size,
             )
             first = [within_bound(page, streams[0].since_ms) for page in first]
     active = [cp for cp in streams if not cp.done]

@@ -32,6 +32,12 @@ DAY_MS = 86_400_000
 class TimeRange:
     oldest_ms: int  # at or before the oldest event (an estimate may be earlier, never later)
     newest_ms: int
+    density: float | None = None  # events per ms, where a sample of the data measured it
+
+
+# What a planned stream holds less than whole pages, where the data's density is known: its
+# last page then comes nearly full, where a part of a page costs a request like a whole one.
+PAGE_MARGIN = 0.1
 
 
 def plan(
@@ -40,23 +46,36 @@ def plan(
     feed_shards: int,
     listing: bool,
     listing_share: float = 0.3,
+    events_per_ms: float | None = None,
+    page_size: int = 5000,
 ) -> list[Checkpoint]:
     """The streams of a fresh run.
 
     With the listing, it takes the newest `listing_share` of the range (it can only walk down
     from the top); the feed's shards split the rest evenly. The oldest shard is open below and
     the newest feed shard open above when there is no listing, so an estimate that is off
-    loses nothing.
+    loses nothing. With the data's density, every stream but the oldest shard is sized to
+    whole pages less PAGE_MARGIN (rounded down: the oldest takes the rest), and only the
+    oldest stream's last page comes partial; where the density proves uneven, no worse than
+    even shares.
     """
     oldest, newest = time_range.oldest_ms, time_range.newest_ms
+
+    def whole_pages(span: float) -> float:
+        if not events_per_ms:
+            return span
+        pages = math.floor(span * events_per_ms / page_size)
+        return (pages - PAGE_MARGIN) * page_size / events_per_ms if pages >= 1 else span
+
     streams: list[Checkpoint] = []
     top = newest
     if listing:
         if feed_shards == 0:
             return [Checkpoint(stream=LISTING, source="events")]
-        top = newest - int((newest - oldest) * listing_share)
+        top = newest - int(whole_pages((newest - oldest) * listing_share))
         streams.append(Checkpoint(stream=LISTING, source="events", since_ms=top))
-    edges = [oldest + (top - oldest) * i // feed_shards for i in range(feed_shards + 1)]
+    each = whole_pages((top - oldest) / feed_shards)
+    edges = [oldest] + [int(top - each * (feed_shards - i)) for i in range(1, feed_shards + 1)]
     for i in range(feed_shards):
         since = None if i == 0 else edges[i]
         until = None if (i == feed_shards - 1 and not listing) else edges[i + 1]
@@ -318,8 +337,9 @@ async def discover_range(
     newest, sampled_oldest = max(top), min(top)
     if not more:  # that was every event
         return TimeRange(oldest_ms=sampled_oldest, newest_ms=newest)
-    if total and total > len(top) > 1 and newest > sampled_oldest:
-        estimate = (newest - sampled_oldest) * (total - 1) / (len(top) - 1)
+    density = (len(top) - 1) / (newest - sampled_oldest) if newest > sampled_oldest else None
+    if total and total > len(top) > 1 and density:
+        estimate = (total - 1) / density
         steps = [int(estimate * margin) for margin in ESTIMATE_MARGINS]
     else:
         steps = []
@@ -337,9 +357,9 @@ async def discover_range(
                 _iso(newest),
                 fetcher.feed_limiter.requests - spent,
             )
-            return TimeRange(oldest_ms=probe, newest_ms=newest)
+            return TimeRange(oldest_ms=probe, newest_ms=newest, density=density)
         found = older[0]
-    return TimeRange(oldest_ms=found - steps[-1], newest_ms=newest)
+    return TimeRange(oldest_ms=found - steps[-1], newest_ms=newest, density=density)
 
 
 async def _newest_instants(fetcher: Any, until: int | None, limit: int) -> tuple[list[int], bool]:

@@ -57,6 +57,26 @@ def test_plan_without_the_listing_is_open_above() -> None:
     ]
 
 
+def test_with_the_density_every_stream_but_the_oldest_holds_whole_pages() -> None:
+    # One event a ms, so a page is 5,000 ms. The listing's 30 % (30,000 ms, 6 pages) becomes
+    # 5.9 pages; the feed's 70,500 ms in 4 shards are 3.5 pages each, so each newer shard
+    # holds 2.9 (its last page 90 % full) and the oldest takes the rest (4.6).
+    streams = plan(
+        TimeRange(0, 100_000), feed_shards=4, listing=True, events_per_ms=1.0, page_size=5000
+    )
+    listing, *feed = streams
+    assert listing.since_ms == 100_000 - 29_500
+    assert [(cp.since_ms, cp.until_ms) for cp in feed] == [
+        (None, 27_000),
+        (27_000, 41_500),
+        (41_500, 56_000),
+        (56_000, 70_500),
+    ]
+    # Less than a page a shard: even shares, as without the density.
+    even = plan(TimeRange(0, 10_000), feed_shards=4, listing=False, events_per_ms=1.0)
+    assert even == plan(TimeRange(0, 10_000), feed_shards=4, listing=False)
+
+
 def test_split_carves_the_older_half_of_the_stream_with_most_left() -> None:
     shards = Shards(floor_ms=0, ceiling_ms=100 * DAY, min_split_ms=DAY, clock=lambda: 0.0)
     for cp in plan(TimeRange(0, 100 * DAY), feed_shards=4, listing=True, listing_share=0.2):
@@ -277,6 +297,8 @@ async def test_the_total_and_the_newest_events_bound_the_range_in_two_requests(
     assert found.newest_ms == newest
     assert found.oldest_ms <= oldest  # never later than the oldest: nothing falls outside
     assert newest - found.oldest_ms <= 1.15 * (newest - oldest)  # planned on nearly the data
+    # The sample's density, which sizes the shards in whole pages.
+    assert found.density == pytest.approx(len(sim.dataset) / (newest - oldest), rel=0.02)
 
 
 async def test_the_listings_first_page_is_the_density_sample(
