@@ -236,8 +236,7 @@ async def _paginate_all(
     fetcher = run.fetcher
     for page in first:
         await send_pages.send(page)
-    after_first = {page.stream: page.checkpoint for page in first}
-    streams = [after_first.get(cp.stream, cp) for cp in streams]
+    streams = after_pages(streams, first)
     finished_send, finished_receive = trio.open_memory_channel[str](math.inf)
 
     async def walk(cp: Checkpoint, send: trio.MemorySendChannel[Page]) -> None:
@@ -352,10 +351,15 @@ async def plan_run(
         events_per_ms=per_ms,
         page_size=settings.page_size,
     )
-    after_first = {page.stream: page.checkpoint for page in first}
-    for cp in active:
-        shards.add(after_first.get(cp.stream, cp))
+    for cp in after_pages(active, first):
+        shards.add(cp)
     return streams, shards, first
+
+
+def after_pages(streams: list[Checkpoint], pages: Sequence[Page]) -> list[Checkpoint]:
+    """The streams, each from the checkpoint of its page in `pages` if it has one."""
+    after = {page.stream: page.checkpoint for page in pages}
+    return [after.get(cp.stream, cp) for cp in streams]
 
 
 def _range_of(streams: list[Checkpoint]) -> TimeRange:
