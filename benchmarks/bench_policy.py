@@ -89,7 +89,6 @@ async def fetch_all(config: SimulatorConfig, feed_shards: int = 8) -> dict[str, 
         ids: set[str] = set()
         partial = {"events": 0, "feed": 0}  # pages that came short: a shard's last one
         pages = {"events": 0, "feed": 0}
-        shorts: list[tuple[float, str, int]] = []
         events = {"events": 0, "feed": 0}
 
         async def drain() -> None:
@@ -97,7 +96,6 @@ async def fetch_all(config: SimulatorConfig, feed_shards: int = 8) -> dict[str, 
                 ids.update(e["id"] for e in page.raw_events if isinstance(e, dict) and e.get("id"))
                 if 0 < len(page.raw_events) < 0.99 * settings.page_size:
                     partial[page.checkpoint.source] += 1
-                    shorts.append((trio.current_time(), page.stream, len(page.raw_events)))
                 if page.raw_events:
                     pages[page.checkpoint.source] += 1
                     events[page.checkpoint.source] += len(page.raw_events)
@@ -127,7 +125,6 @@ async def fetch_all(config: SimulatorConfig, feed_shards: int = 8) -> dict[str, 
         "retries": stats.retries,
         "damaged": stats.damaged_pages,
         "partial": partial,
-        "shorts": shorts,
         "fill_waste": {k: pages[k] - events[k] / settings.page_size for k in pages},
         "shards": shards._next if shards else 0,
         "windows": windows,
