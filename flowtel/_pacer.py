@@ -9,6 +9,14 @@ Two controls, both adaptive:
   one more is tried, so a raised limit is found. If a 429 comes although the window's budget
   was kept, the server is not counting in fixed windows: the pacer switches to spacing
   requests evenly, `W / L` apart, which stays inside sliding windows and token buckets too.
+- **The window's length, closely.** Retry-After comes in whole seconds, rounded up, so one
+  429 tells `W` only to within a second, and every window opened that much late puts the
+  run's end back by as much. The request beyond the limit is therefore sent at a chosen
+  instant, a whole number of seconds before the middle of what is still unknown of the
+  window's end: its Retry-After says in which half the end lies. While the run's 429s stay
+  within `refusal_share` of its requests, such a probe goes in every window until `W` is known
+  to `phase_precision`; after that each probe goes where its refusal holds the next window
+  back least.
 - **Concurrency.** How many requests may be in flight grows by one per round trip while it
   is what holds requests back (additive increase) and shrinks when full pages come back much
   slower than when calm, which is the server's capacity queueing them (multiplicative
@@ -49,6 +57,8 @@ class FeedPacer:
     window: float | None = None  # seconds
     probe_every: int = 5  # clean, fully used windows before one more request is tried
     guard: float = 0.05  # seconds added to a learned window
+    phase_precision: float = 0.3  # seconds: how closely probes pin the window's length down
+    refusal_share: float = 0.02  # probes for the length only while 429s stay below this share
     # Even spacing (servers that do not count in fixed windows).
     interval: float = 0.0
     probe_step: float = 0.02  # faster by this much after a clean window
@@ -63,6 +73,8 @@ class FeedPacer:
     _window_start: float | None = None  # send time of the current window's first request
     _window_sent: int = 0
     _window_budget: int = 0
+    _window_floor: float = 0.0  # the window is longer than this, as far as 429s tell
+    _probe_at: float | None = None  # when this window's probe goes, once chosen
     _clean_windows: int = 0
     _mismatches: int = 0
     _clean_since: float = 0.0
@@ -159,6 +171,12 @@ class FeedPacer:
         self._accepted = None
         if self._blocked_until <= with_ticket:  # the first 429 of this window teaches
             self._learn(with_ticket, window_end, place=ticket.place)
+            start = self._window_start
+            if self.mode == "window" and start is not None and with_ticket >= start:
+                # Retry-After was rounded up at most a second, and the window began no
+                # earlier than our first request of it (a close estimate, not a bound).
+                floor = with_ticket + retry_after - 1 - start
+                self._window_floor = max(self._window_floor, floor)
         self._blocked_until = max(self._blocked_until, window_end)
         self._window_start = None
         self._wake()
@@ -204,11 +222,37 @@ class FeedPacer:
         if self.mode == "even":
             return self._next_send
         if self.mode == "window" and self._window_start is not None:
-            assert self.window is not None
+            assert self.window is not None and self.limit is not None
             end = self._window_start + self.window
             if now < end and self._window_sent >= self._window_budget:
                 return end
+            if now < end and self._window_sent == self.limit < self._window_budget:
+                if self._probe_at is None:
+                    self._probe_at = self._probe_time(now, end)
+                return self._probe_at
         return now
+
+    def _probe_time(self, now: float, end: float) -> float:
+        """When a window's probe goes: a whole number of seconds before `target`, so that
+        refused, its Retry-After (rounded up) says whether the window ends by `target`.
+        While the window's length is uncertain the target splits what is known of it in two;
+        once known, the target is the end itself, and the refusal holds the next window back
+        hardly later than the budget would have. Less than a second before the target, the
+        probe could only land past the server's end and pass for a raised limit: it waits
+        for the next window instead."""
+        assert self._window_start is not None
+        target = end
+        floor = self._window_start + self._window_floor
+        if self._length_unknown():
+            target = (floor + end - self.guard) / 2
+        return target - math.floor(target - now) if target - now >= 1 else end
+
+    def _length_unknown(self) -> bool:
+        assert self.window is not None
+        return self.window - self.guard - self._window_floor > self.phase_precision
+
+    def _refusal_allowed(self) -> bool:
+        return self.throttled + 1 <= self.refusal_share * (self.requests + 1)
 
     def _spend(self, now: float) -> None:
         if self.mode == "even":
@@ -231,7 +275,10 @@ class FeedPacer:
             probe = self.probe_every > 0 and self._clean_windows >= self.probe_every
             if probe:
                 self._clean_windows = 0
+            elif self._length_unknown() and self._refusal_allowed():
+                probe = True  # for the window's length; a raised limit would show too
             self._window_budget = self.limit + (1 if probe else 0)
+            self._probe_at = None
         elif self._window_start is not None:
             self._window_sent += 1
             return

@@ -110,6 +110,24 @@ async def test_uses_the_whole_budget_of_each_window(autojump_clock: trio.abc.Clo
     assert finished <= 9 * 60.06 + 5 * 4.8
 
 
+async def test_the_window_is_learned_closer_than_retry_afters_whole_seconds(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Retry-After is rounded up to whole seconds: the first 429 overstates these windows by
+    # up to a second, and each of the 13 windows would open that much late.
+    for length in (59.1, 59.5, 59.9, 60.3):
+        pacer, server = FeedPacer(), Throttle(40, length)
+        started = trio.current_time()
+        took = await drive(pacer, server, pages=520) - started
+        assert pacer.window is not None
+        assert length < pacer.window <= length + pacer.phase_precision + pacer.guard
+        # The 13th window opens at most the first Retry-After's rounding (1 s) and 12 times
+        # the learned window's excess late; its 40 requests take 5 rounds of at most 4.8 s.
+        excess = pacer.phase_precision + pacer.guard
+        assert took <= 12 * (length + excess) + 1.0 + 5 * 4.8
+        assert server.refused / (server.ok + server.refused) <= pacer.refusal_share
+
+
 async def test_a_raised_limit_is_found(autojump_clock: trio.abc.Clock) -> None:
     pacer, server = FeedPacer(), Throttle(40, 60.0)
     await drive(pacer, server, pages=120)
@@ -120,7 +138,9 @@ async def test_a_raised_limit_is_found(autojump_clock: trio.abc.Clock) -> None:
 
 
 async def test_a_lowered_limit_is_followed(autojump_clock: trio.abc.Clock) -> None:
-    pacer, server = FeedPacer(), Throttle(40, 60.0)
+    # Without the probes for the window's length (tested on their own): the 429s counted
+    # here are the ones the lowered limit costs.
+    pacer, server = FeedPacer(refusal_share=0.0), Throttle(40, 60.0)
     await drive(pacer, server, pages=120)
     server.limit = 25
     refused_before = server.refused
