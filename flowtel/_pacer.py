@@ -202,14 +202,24 @@ class FeedPacer:
 
         if self.mode == "even":
             return max(self._next_send - now, 0.0) + (requests - 1) * self.interval + latency
-        if now < self._blocked_until:
-            left, wait = 0, self._blocked_until - now
-        elif self._window_start is not None and now < self._window_start + self.window:
-            left = max(self._window_budget - self._window_sent, 0)
-            wait = self._window_start + self.window - now
-        else:
-            left, wait = self.limit, self.window  # the first request opens a new window
+        left, wait = self._window_left(now)
         return window_seconds(requests, left, wait, self.limit, self.window, answered)
+
+    def left_in_window(self) -> int | None:
+        """Requests the budget lets go before the next window (None: no windows learned)."""
+        if self.mode != "window":
+            return None
+        return self._window_left(self.clock())[0]
+
+    def _window_left(self, now: float) -> tuple[int, float]:
+        """What the current window still allows, and the seconds until the next one opens."""
+        assert self.limit is not None and self.window is not None
+        if now < self._blocked_until:
+            return 0, self._blocked_until - now
+        if self._window_start is not None and now < self._window_start + self.window:
+            left = max(min(self._window_budget, self.limit) - self._window_sent, 0)
+            return left, self._window_start + self.window - now
+        return self.limit, self.window  # the first request opens a new window
 
     def seconds_to_next_slot(self) -> float:
         now = self.clock()

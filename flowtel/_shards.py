@@ -214,7 +214,8 @@ class Shards:
             if cut == 0:
                 return None  # the listing should keep all it has
         if cut is None:
-            if span < 2 * self.min_split_ms:
+            min_split = self._min_split()
+            if span < 2 * min_split:
                 return None
             old_speed, new_speed = speeds[slowest.stream], feed_speed
             share = new_speed / (new_speed + old_speed) if old_speed and new_speed else 0.5
@@ -223,7 +224,7 @@ class Shards:
             if pages:  # the shrunk stream keeps whole pages: its last one comes full
                 kept = max(1, round((span - cut) / span * pages))
                 cut = span - _kept_range(span, pages, kept)
-            cut = min(max(cut, self.min_split_ms), span - self.min_split_ms)
+            cut = min(max(cut, min_split), span - min_split)
         bottom = slowest.since_ms if slowest.since_ms is not None else self.floor_ms
         mid = bottom + cut
         self._next += 1
@@ -263,10 +264,18 @@ class Shards:
 
     def _feed_seconds(self, more_pages: float) -> float | None:
         """Seconds the feed needs, in its learned windows, for what its streams have left and
-        `more_pages` besides. Each page costs the requests a page has cost so far (faults,
-        damaged pages, partial last pages), and the feed may meet more faults than that
-        average: a cut is never undone, so the feed is given room for one standard deviation
-        more. None: its budget is not known yet."""
+        `more_pages` besides. None: its budget is not known yet."""
+        requests = self._feed_requests(more_pages)
+        if requests is None or self.feed_budget is None:
+            return None
+        return self.feed_budget.seconds_for(requests)
+
+    def _feed_requests(self, more_pages: float) -> int | None:
+        """Requests the feed needs for what its streams have left and `more_pages` besides.
+        Each page costs the requests a page has cost so far (faults, damaged pages, partial
+        last pages), and the feed may meet more faults than that average: a cut is never
+        undone, so the feed is given room for one standard deviation more. None: nothing to
+        go by yet."""
         budget = self.feed_budget
         if budget is None or self._feed_pages == 0:
             return None
@@ -277,7 +286,21 @@ class Shards:
         requests = budget.requests - budget.throttled - self._feed_requests_before
         per_page = max(1.0, requests / self._feed_pages)
         extra = pages * (per_page - 1)
-        return budget.seconds_for(math.ceil(pages + extra + math.sqrt(extra)))
+        return math.ceil(pages + extra + math.sqrt(extra))
+
+    def _min_split(self) -> int:
+        """The least a split leaves on either side: `min_split_ms`, or a page's worth once
+        the feed's window has room for all its streams have left and a request to spare.
+        At the end of a run the last streams then walk their pages side by side, not one
+        stream its last few one after another, and the partial page a split may add costs
+        no window."""
+        budget = self.feed_budget
+        if budget is None or self.events_per_ms <= 0:
+            return self.min_split_ms
+        left, needed = budget.left_in_window(), self._feed_requests(0)
+        if left is None or needed is None or left < needed + 1:
+            return self.min_split_ms
+        return min(self.min_split_ms, math.ceil(self.page_size / self.events_per_ms))
 
     def apply_split(self, new: Checkpoint, shrunk: Checkpoint) -> None:
         """Raise the shrunk stream's bound and add the new shard. Only once the new shard's
