@@ -11,7 +11,9 @@ another simulator seed. It checks that every id arrived and prints the virtual r
 against the bound of bench_pipeline.py, the requests per bucket, and the run time that the
 requests made allow: requests beyond one per page (faults, partial last pages) are budget
 the bound does not count, and both buckets open a window every 60 s, so a run whose
-requests need k windows of one bucket cannot end before (k - 1) x 60 s.
+requests need k windows of one bucket cannot end before (k - 1) x 60 s. It also prints the
+feed's window as the FeedPacer learned it (the simulator's is 60 s): each window opens that
+much after the one before.
 
 /internal/stats says the total, not the time range (the contract), so each run first finds
 the range on the feed; --stats-range has the simulator say it too. --faults data keeps only
@@ -129,6 +131,7 @@ async def fetch_all(config: SimulatorConfig, feed_shards: int = 8) -> dict[str, 
         "shards": shards._next if shards else 0,
         "windows": windows,
         "floor": (max(windows.values()) - 1) * config.feed.window.window_s,
+        "feed_window": feed.window,
     }
 
 
@@ -166,7 +169,7 @@ def main() -> int:
             f" {r['throttled']}, retries {r['retries']}, damaged {r['damaged']}, partial"
             f" {r['partial']['events']}+{r['partial']['feed']} wasting"
             f" {r['fill_waste']['events']:.1f}+{r['fill_waste']['feed']:.1f},"
-            f" shards {r['shards']}) | windows"
+            f" shards {r['shards']}, feed window learned {r['feed_window'] or 0:.2f} s) | windows"
             f" listing {r['windows']['listing']}, feed {r['windows']['feed']}: at least"
             f" {r['floor']:.0f} s"
         )
