@@ -214,13 +214,19 @@ class Shards:
             if cut == 0:
                 return None  # the listing should keep all it has
         if cut is None:
-            min_split = self._min_split()
-            if span < 2 * min_split:
+            pages = self.pages_left(slowest)
+            min_split = self.min_split_ms
+            if pages and self._feed_has_room():
+                # The stream keeps whole pages and the new shard takes what is over, which
+                # the stream's last page would have held: side by side, at no more requests.
+                if pages <= 1 + PAGE_MARGIN:
+                    return None
+                min_split = 1
+            elif span < 2 * min_split:
                 return None
             old_speed, new_speed = speeds[slowest.stream], feed_speed
             share = new_speed / (new_speed + old_speed) if old_speed and new_speed else 0.5
             cut = int(span * share)
-            pages = self.pages_left(slowest)
             if pages:  # the shrunk stream keeps whole pages: its last one comes full
                 kept = max(1, round((span - cut) / span * pages))
                 cut = span - _kept_range(span, pages, kept)
@@ -288,19 +294,16 @@ class Shards:
         extra = pages * (per_page - 1)
         return math.ceil(pages + extra + math.sqrt(extra))
 
-    def _min_split(self) -> int:
-        """The least a split leaves on either side: `min_split_ms`, or a page's worth once
-        the feed's window has room for all its streams have left and a request to spare.
-        At the end of a run the last streams then walk their pages side by side, not one
-        stream its last few one after another, and the partial page a split may add costs
-        no window."""
+    def _feed_has_room(self) -> bool:
+        """Whether the feed's window has room for all its streams have left and a request
+        to spare. Then a split need not leave `min_split_ms` on either side: at the end of a
+        run the last streams walk their pages side by side, not one stream its last few one
+        after another, and a partial page that a split may add costs no window."""
         budget = self.feed_budget
-        if budget is None or self.events_per_ms <= 0:
-            return self.min_split_ms
+        if budget is None:
+            return False
         left, needed = budget.left_in_window(), self._feed_requests(0)
-        if left is None or needed is None or left < needed + 1:
-            return self.min_split_ms
-        return min(self.min_split_ms, math.ceil(self.page_size / self.events_per_ms))
+        return left is not None and needed is not None and left >= needed + 1
 
     def apply_split(self, new: Checkpoint, shrunk: Checkpoint) -> None:
         """Raise the shrunk stream's bound and add the new shard. Only once the new shard's

@@ -452,11 +452,11 @@ async def test_the_listing_hands_the_feed_only_what_its_windows_have_room_for(
 async def test_in_the_last_window_the_last_pages_are_split_a_page_apart(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    """Below two pages a side a split is not worth its partial page, unless the feed's
-    window has room for everything its streams have left and that page besides: then the
-    last pages of a run go side by side instead of one after another."""
+    """Below two pages a side a split is not worth the partial page it may add, unless the
+    feed's window has room for everything its streams have left and that page besides: then
+    the last pages of a run go side by side instead of one after another."""
 
-    async def three_pages_left(sent: int) -> Shards:
+    async def pages_left(sent: int, watermark_ms: int) -> Shards:
         shards = Shards(
             floor_ms=0,
             ceiling_ms=10 * DAY,
@@ -466,16 +466,26 @@ async def test_in_the_last_window_the_last_pages_are_split_a_page_apart(
         )
         shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=10 * DAY))
         shards.feed_budget = await _pacer_after(sent=sent, latency=5.0)  # 40 a minute
-        feed = attrs.evolve(shards.streams["feed-001"], watermark=_instant(3 * DAY))
+        feed = attrs.evolve(shards.streams["feed-001"], watermark=_instant(watermark_ms))
         for _ in range(sent):  # a request a page so far
             shards.progressed(feed)
         return shards
 
     # 8 requests left in this window for 3 pages: the stream keeps 2 pages (less the margin
     # that keeps its last one full), a new shard takes the rest.
-    new, shrunk = (await three_pages_left(sent=32)).split_largest() or (None, None)
+    new, shrunk = (await pages_left(sent=32, watermark_ms=3 * DAY)).split_largest() or (None, None)
     assert new is not None and shrunk is not None
     assert shrunk.since_ms == 3 * DAY - int(3 * DAY * 2 * 0.97 / 3)
     assert (new.since_ms, new.until_ms) == (0, shrunk.since_ms)
+    # 1.5 pages: the stream keeps one, the new shard takes the half page it would have
+    # ended on. Two requests side by side, as many as one after the other.
+    new, shrunk = (await pages_left(sent=32, watermark_ms=3 * DAY // 2)).split_largest() or (
+        None,
+        None,
+    )
+    assert new is not None and shrunk is not None
+    assert shrunk.since_ms == 3 * DAY // 2 - int(3 * DAY // 2 * 1 * 0.97 / 1.5)
+    # A page and a bit: a split could only add a request.
+    assert (await pages_left(sent=32, watermark_ms=DAY + DAY // 20)).split_largest() is None
     # 3 left for 3 pages: a fourth request would wait for the next window.
-    assert (await three_pages_left(sent=37)).split_largest() is None
+    assert (await pages_left(sent=37, watermark_ms=3 * DAY)).split_largest() is None
