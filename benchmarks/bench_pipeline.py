@@ -248,8 +248,11 @@ def main() -> int:
         )
     finally:
         sim_process.terminate()
-        sim_process.wait(10)
+        said, _ = sim_process.communicate(timeout=30)
         cleanup()
+    # The simulator's own count of what it served, to hold against the client's figures.
+    served = re.search(r"^flowtel simulator served (\{.*\})$", said, re.MULTILINE)
+    server = json.loads(served[1]) if served else {}
 
     result = {
         "profile": args.profile,
@@ -268,6 +271,13 @@ def main() -> int:
         # which the lower bound does not count.
         "requests_beyond_pages": (summary.get("requests") or 0) - (summary.get("pages") or 0),
         "peak_feed_in_flight": summary.get("peak_feed_in_flight"),
+        # The same, as the simulator counted them: requests by endpoint and status, faults by
+        # kind (slow and repeated pages cost no request).
+        "simulator_served": {
+            "requests": {e: sum(by.values()) for e, by in server.get("requests", {}).items()},
+            "statuses": server.get("requests", {}),
+            "faults": server.get("faults", {}),
+        },
         "peak_rss_mb": round(client.peak_rss / 2**20),
         # Where the machine's CPU went during the run (2 cores: 2 x elapsed at most). "other"
         # is PostgreSQL, mostly.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import signal
 import sys
 from typing import Any
@@ -55,6 +56,8 @@ async def _run(sim: Simulator, host: str, port: int) -> None:
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 break
+    # What it served, to hold against what a client says it met (faults included).
+    print(f"flowtel simulator served {json.dumps(sim.stats.summary())}", flush=True)
 
 
 def simulate(args: dict[str, Any]) -> int:

@@ -43,6 +43,18 @@ class SimulatorStats:
     def by_endpoint(self, endpoint: str) -> dict[int, int]:
         return {s: n for (e, s), n in self.requests.items() if e == endpoint}
 
+    def summary(self) -> dict[str, Any]:
+        """What was served, as JSON: requests by endpoint and status, faults by kind."""
+        requests: dict[str, dict[str, int]] = {}
+        for (endpoint, status), n in sorted(self.requests.items()):
+            requests.setdefault(endpoint, {})[str(status)] = n
+        return {
+            "requests": requests,
+            "faults": dict(sorted(self.faults.items())),
+            "pages": self.pages,
+            "events": self.events_served,
+        }
+
 
 def _error(status: int, error: str, code: str, message: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"error": error, "code": code}
