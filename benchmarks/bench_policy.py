@@ -1,7 +1,7 @@
 """The fetch policy alone, in virtual time: how close shards, pacing and splits come to the bound.
 
     python benchmarks/bench_policy.py --events 3000000 --runs 5 [--faults profile|data|none]
-        [--stats-range]
+        [--stats-range] [--seeds 1,6]
 
 flowtel's own fetch side (the plan, the Paginators, the RateLimiter, the FeedPacer and the
 splits, as `flowtel-cli run` composes them) against the in-process simulator (`live`
@@ -132,6 +132,12 @@ async def fetch_all(config: SimulatorConfig, feed_shards: int = 8) -> dict[str, 
         "windows": windows,
         "floor": (max(windows.values()) - 1) * config.feed.window.window_s,
         "feed_window": feed.window,
+        # The faults that cost the client a request, as the simulator counted them.
+        "served_faults": sum(
+            n
+            for kind, n in sim.stats.faults.items()
+            if kind.startswith(("listing:", "feed:")) and not kind.endswith((":slow", ":repeated"))
+        ),
     }
 
 
@@ -148,7 +154,11 @@ def main() -> int:
     parser.add_argument(
         "--feed-shards", type=int, default=attrs.fields(Settings).feed_shards.default
     )
+    parser.add_argument(
+        "--seeds", help="simulator seeds to run, comma-separated (default: 1 to --runs)"
+    )
     args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else range(1, args.runs + 1)
     bound, how = lower_bound(profile("live"), 5000)
     bound *= args.events / profile("live").events
     print(
@@ -157,7 +167,7 @@ def main() -> int:
         f" bound {bound:.1f} s ({how})"
     )
     ratios = []
-    for seed in range(1, args.runs + 1):
+    for seed in seeds:
         config = simulator_config(args.events, seed, args.faults, args.stats_range)
         r = trio.run(
             fetch_all, config, args.feed_shards, clock=trio.testing.MockClock(autojump_threshold=0)
@@ -166,7 +176,8 @@ def main() -> int:
         print(
             f"seed {seed}: {r['elapsed']:6.1f} s = {ratios[-1]:.3f} x bound | requests counted"
             f" listing {r['counted']['listing']}, feed {r['counted']['feed']} (429s"
-            f" {r['throttled']}, retries {r['retries']}, damaged {r['damaged']}, partial"
+            f" {r['throttled']}, retries {r['retries']}, damaged {r['damaged']} (the"
+            f" simulator's faults {r['served_faults']}), partial"
             f" {r['partial']['events']}+{r['partial']['feed']} wasting"
             f" {r['fill_waste']['events']:.1f}+{r['fill_waste']['feed']:.1f},"
             f" shards {r['shards']}, feed window learned {r['feed_window'] or 0:.2f} s) | windows"
