@@ -33,6 +33,7 @@ from flowtel._model import Checkpoint, Page
 from flowtel._pacer import FeedPacer
 from flowtel._ratelimit import RateLimiter
 from flowtel._retry import Backoff
+from flowtel._secret import Secret
 from flowtel._shards import Shards
 from flowtel._stats import RunStats
 from flowtel._timestamps import BadTimestamp, parse_instant, to_ms
@@ -86,25 +87,27 @@ class Fetcher:
 
     async def _send(self, source: str, params: dict[str, Any]) -> Answer:
         if source == "events":
-            return await self._send_on(self.events_limiter, EVENTS_PATH, params, None)
+            return await self._send_on(self.events_limiter, params, None)
         if self.tokens is None:
             raise FeedUnavailable("the feed is not in use in this run")
-        access = await self.tokens.get()
-        try:
-            return await self._send_on(
-                self.feed_limiter, access.endpoint, params, (access.header, access.token)
-            )
-        except StreamTokenExpired:
-            self.tokens.refused(access)
-            raise TransientError("the stream token was refused; getting a new one") from None
+        return await self._send_on(self.feed_limiter, params, self.tokens)
 
     async def _send_on(
-        self, limiter: RateLimiter | FeedPacer, path: str, params: dict[str, Any], token: Any
+        self, limiter: RateLimiter | FeedPacer, params: dict[str, Any], tokens: TokenKeeper | None
     ) -> Answer:
         ticket = await limiter.acquire()
+        path, headers, access = EVENTS_PATH, {}, None
+        secrets: tuple[Secret, ...] = ()
+        if tokens is not None:
+            # The token once the ticket is held: waiting for a window can outlast its margin.
+            try:
+                access = await tokens.get()
+            except BaseException:
+                limiter.failed(ticket)
+                raise
+            path, headers = access.endpoint, {access.header: access.token.reveal()}
+            secrets = (access.token,)
         self.stats.requests += 1
-        headers = {token[0]: token[1].reveal()} if token else {}
-        secrets = (token[1],) if token else ()
         endpoint = limiter.name
         try:
             answer = await self.api.request(
@@ -115,6 +118,12 @@ class Fetcher:
             self.stats.answered(endpoint, 429)
             limiter.throttled_by_server(ticket, exc.retry_after)
             raise
+        except StreamTokenExpired:
+            self.stats.answered(endpoint, 403)
+            limiter.answered(ticket, {})
+            if tokens is not None and access is not None:
+                tokens.refused(access)
+            raise TransientError("the stream token was refused; getting a new one") from None
         except ApiError as exc:
             self.stats.answered(endpoint, exc.status)
             limiter.answered(ticket, {})

@@ -188,6 +188,21 @@ async def test_token_is_renewed_before_it_expires(autojump_clock: trio.abc.Clock
     assert [s for _, _, s, _ in recorder.log].count(403) == 0
 
 
+async def test_a_token_is_taken_after_the_wait_for_the_feeds_window(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Each request waits up to a minute for the feed's window, longer than a 40 s token lives:
+    # a token taken before that wait would reach the server expired (403, a request lost).
+    sim = quiet_sim(1_000, token_lifetime_s=40, feed=attrs.evolve(QUIET, window=Window(2, 60.0)))
+    recorder = Recorder(sim)
+    pages, stats = await walk(sim, Checkpoint("feed", "feed"), feed=True, recorder=recorder)
+    assert len(set(ids_of(pages))) == 1_000
+    assert trio.current_time() >= 4 * 60  # 10 pages, 2 a window: the waits did happen
+    assert len(recorder.times("/internal/dashboard/stream-access")) >= 5
+    assert [s for _, _, s, _ in recorder.log].count(403) == 0
+    assert stats.retries == 0
+
+
 async def test_page_bodies_are_not_left_in_garbage_cycles() -> None:
     # httpx keeps each Response in a reference cycle; a body read with `aread()` would live
     # on it until the cyclic collector runs, which a run does rarely (few_gc_passes).
