@@ -118,15 +118,12 @@ class Fetcher:
             self.stats.answered(endpoint, 429)
             limiter.throttled_by_server(ticket, exc.retry_after)
             raise
-        except StreamTokenExpired:
-            self.stats.answered(endpoint, 403)
-            limiter.answered(ticket, {})
-            if tokens is not None and access is not None:
-                tokens.refused(access)
-            raise TransientError("the stream token was refused; getting a new one") from None
         except ApiError as exc:
             self.stats.answered(endpoint, exc.status)
             limiter.answered(ticket, {})
+            if isinstance(exc, StreamTokenExpired) and tokens is not None and access is not None:
+                tokens.refused(access)
+                raise TransientError("the stream token was refused; getting a new one") from None
             raise exc from None
         except TransientError as exc:
             self.stats.answered(endpoint, exc.status)
