@@ -228,16 +228,34 @@ async def fetch_first_page(checkpoint: Checkpoint, fetcher: Fetcher) -> Page:
 
 
 def within_bound(page: Page, lower: int | None) -> Page:
-    """The page's checkpoint with the stream's live lower bound; done once below it."""
+    """The page within the stream's live lower bound, and its checkpoint; done once there.
+
+    Events at or below the bound are left out: the shard below fetches every one of them (its
+    range ends at the bound, inclusive), so here they would only be duplicates. Each would
+    fail the Writer's direct COPY of its whole batch and send the batch again through staging.
+    """
     cp = page.checkpoint
     bound = cp.since_ms if lower is None else max(lower, cp.since_ms or lower)
-    if bound is None or cp.done:
+    if bound is None:
         return page
-    cp = attrs.evolve(cp, since_ms=bound)
-    if cp.watermark is not None and to_ms(cp.watermark) < bound:
-        # Everything at or above the bound has come (newest first): the rest is another's.
-        cp = attrs.evolve(cp, cursor=None, cursor_expires_at=None, done=True)
-    return attrs.evolve(page, checkpoint=cp)
+    raw_events = page.raw_events
+    reached = cp.watermark is not None and to_ms(cp.watermark) <= bound
+    if reached:  # only the page that reaches the bound has instants to compare (newest first)
+        raw_events = [raw for raw in raw_events if not _at_or_below(raw, bound)]
+    if not cp.done:
+        cp = attrs.evolve(cp, since_ms=bound)
+        if reached:
+            # Everything above the bound has come: the rest is another's.
+            cp = attrs.evolve(cp, cursor=None, cursor_expires_at=None, done=True)
+    return attrs.evolve(page, raw_events=raw_events, checkpoint=cp)
+
+
+def _at_or_below(raw: Any, bound: int) -> bool:
+    """Whether the event's instant is known and at or below `bound` (epoch ms)."""
+    try:
+        return to_ms(parse_instant(raw.get("timestamp"))) <= bound
+    except (AttributeError, BadTimestamp):  # not an object, or no usable instant: kept
+        return False
 
 
 def request_params(

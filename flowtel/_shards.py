@@ -1,8 +1,9 @@
 """Time shards of the data: planned from the data's time range, rebalanced as streams finish.
 
 Every shard's bounds are inclusive and neighbours share their edge instant, so ties at an
-edge are all fetched by the shard below (the one above stops once its watermark reaches the
-edge, with those it has) and deduplicate on id: no event falls between two shards.
+edge are all fetched by the shard below; the one above stops once its watermark reaches the
+edge and leaves out what it got of them (`within_bound`): no event falls between two shards,
+and none is written twice.
 """
 
 from __future__ import annotations

@@ -74,6 +74,27 @@ async def test_each_source_alone(database_url: str, pg_admin: object, source: st
         assert 8 <= summary.pages <= 16
 
 
+async def test_a_clean_run_stores_no_event_twice(
+    database_url: str, pg_admin: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Shards share their edge instants and splits cut streams mid-walk, so the server sends
+    some events to two streams: those at an edge, and the listing's (it has no lower bound)
+    past its bound. Each stream leaves what is at or below its bound to the shard below: a
+    run without faults hands the Writer no event twice."""
+    caplog.set_level("INFO", "flowtel.shards")
+    fast = profile("fast")
+    slow_listing = attrs.evolve(fast.listing, latency=Latency(base_s=(0.1, 0.1)))
+    config = attrs.evolve(fast, events=20_000, seed=4, tie_share=0.3, listing=slow_listing)
+    sim = Simulator(config)  # the listing is split as the feed's shards finish before it
+    summary = await flowtel.ingest(
+        settings_for(sim, database_url), transport=SimulatorTransport(sim)
+    )
+    rows, _ = stored_rows(pg_admin)
+    assert rows == expected_rows(sim)
+    assert "split events:" in caplog.text
+    assert summary.inserted == len(sim.dataset) and summary.duplicates == 0
+
+
 async def test_cancelled_run_resumes_exactly(database_url: str, pg_admin: object) -> None:
     sim = quick_chaos(5_000, seed=21)
     settings = settings_for(sim, database_url, page_size=250)

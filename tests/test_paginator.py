@@ -77,13 +77,19 @@ async def test_another_window_is_learned_not_assumed(autojump_clock: trio.abc.Cl
 
 
 async def test_feed_range_is_inclusive_and_walked_whole(autojump_clock: trio.abc.Clock) -> None:
-    sim = quiet_sim(2_000)
+    """The feed sends both bounds; a shard keeps (since, until]: `since` is the edge it shares
+    with the shard below, which keeps the events there."""
+    sim = quiet_sim(2_000, tie_share=0.5)
     data = sim.dataset
     since, until = data.instant_ms(1_500), data.instant_ms(400)
+    at_since = [i for i in range(len(data)) if data.instant_ms(i) == since]
+    assert len(at_since) >= 2  # ties at the edge
     cp = Checkpoint("shard", "feed", since_ms=since, until_ms=until)
     pages, _ = await walk(sim, cp, feed=True)
-    expected = [data.id(i) for i in range(len(data)) if since <= data.instant_ms(i) <= until]
+    expected = [data.id(i) for i in range(len(data)) if since < data.instant_ms(i) <= until]
     assert ids_of(pages) == expected
+    sent = [i for i in range(len(data)) if since <= data.instant_ms(i) <= until]
+    assert pages[-1].checkpoint.events == len(sent) == len(expected) + len(at_since)
 
 
 async def test_expired_cursor_resumes_from_the_watermark_through_the_feed(
