@@ -104,6 +104,29 @@ def test_cli_bad_values_exit_2_with_one_line(argv: list[str]) -> None:
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
 
+async def test_real_server_has_its_totals_ready_before_it_listens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Counting the events by type walks them all (half a second at 3M): a run's first
+    request must not wait for it, as it would not on the live service."""
+    sim = Simulator(attrs.evolve(profile("fast"), events=2_000, seed=3))
+    expected = sim.dataset.type_counts()
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(serve, sim, "127.0.0.1", 0)
+
+        def counted_again() -> dict[str, int]:
+            raise AssertionError("the totals were counted when asked, not before")
+
+        monkeypatch.setattr(sim.dataset, "type_counts", counted_again)
+        async with httpx.AsyncClient(
+            base_url=f"http://{host}:{port}", headers={"X-API-Key": sim.api_key}
+        ) as c:
+            r = await c.get("/internal/stats")
+        nursery.cancel_scope.cancel()
+    assert r.status_code == 200
+    assert r.json()["byType"] == expected and r.json()["totals"]["events"] == 2_000
+
+
 async def test_real_server_drops_connections_and_keeps_alive() -> None:
     faults = Faults(dropped=0.5)
     sim = Simulator(attrs.evolve(profile("fast"), events=500, listing=Endpoint(faults=faults)))

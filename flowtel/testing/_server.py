@@ -119,6 +119,7 @@ async def serve(
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `sim` over HTTP/1.1 until cancelled; `task_status.started((host, port))`."""
+    sim.warm_up()
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()
     async with trio.open_nursery() as nursery:
