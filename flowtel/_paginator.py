@@ -36,7 +36,7 @@ from flowtel._retry import Backoff
 from flowtel._secret import Secret
 from flowtel._shards import Shards
 from flowtel._stats import RunStats
-from flowtel._timestamps import BadTimestamp, parse_instant, to_ms
+from flowtel._timestamps import event_instant, to_ms
 from flowtel._tokens import TokenKeeper
 
 log = logging.getLogger("flowtel.paginator")
@@ -241,21 +241,17 @@ def within_bound(page: Page, lower: int | None) -> Page:
     raw_events = page.raw_events
     reached = cp.watermark is not None and to_ms(cp.watermark) <= bound
     if reached:  # only the page that reaches the bound has instants to compare (newest first)
-        raw_events = [raw for raw in raw_events if not _at_or_below(raw, bound)]
+        raw_events = [
+            raw
+            for raw in raw_events
+            if (instant := event_instant(raw)) is None or to_ms(instant) > bound
+        ]
     if not cp.done:
         cp = attrs.evolve(cp, since_ms=bound)
         if reached:
             # Everything above the bound has come: the rest is another's.
             cp = attrs.evolve(cp, cursor=None, cursor_expires_at=None, done=True)
     return attrs.evolve(page, raw_events=raw_events, checkpoint=cp)
-
-
-def _at_or_below(raw: Any, bound: int) -> bool:
-    """Whether the event's instant is known and at or below `bound` (epoch ms)."""
-    try:
-        return to_ms(parse_instant(raw.get("timestamp"))) <= bound
-    except (AttributeError, BadTimestamp):  # not an object, or no usable instant: kept
-        return False
 
 
 def request_params(
@@ -315,13 +311,8 @@ def oldest_instant(raw_events: list[Any]) -> dt.datetime | None:
     Listings are newest first, so that is the page's oldest, or (if a repeated or damaged event
     sits at the end) a newer one: resuming from a newer instant only fetches more overlap.
     """
-    for raw in reversed(raw_events):
-        if isinstance(raw, dict):
-            try:
-                return parse_instant(raw.get("timestamp"))
-            except BadTimestamp:
-                continue
-    return None
+    instants = (event_instant(raw) for raw in reversed(raw_events))
+    return next((instant for instant in instants if instant is not None), None)
 
 
 def _looks_damaged(answer: Answer) -> bool:

@@ -21,7 +21,7 @@ from flowtel._errors import ApiError
 from flowtel._model import Checkpoint
 from flowtel._pacer import FeedPacer
 from flowtel._ratelimit import RateLimiter
-from flowtel._timestamps import BadTimestamp, parse_instant, to_ms
+from flowtel._timestamps import event_instant, to_ms
 
 log = logging.getLogger("flowtel.shards")
 
@@ -409,12 +409,7 @@ async def _newest_instants(fetcher: Any, until: int | None, limit: int) -> tuple
 
 def instants_of(raw_events: list[Any]) -> list[int]:
     """The instants (epoch ms) of the events that have a usable one."""
-    instants = []
-    for event in raw_events:
-        if isinstance(event, dict):
-            with contextlib.suppress(BadTimestamp):
-                instants.append(to_ms(parse_instant(event.get("timestamp"))))
-    return instants
+    return [to_ms(instant) for instant in map(event_instant, raw_events) if instant is not None]
 
 
 def _kept_range(span: int, pages: float, kept: int) -> int:

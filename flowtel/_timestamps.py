@@ -18,7 +18,14 @@ import math
 import re
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["MAX_INSTANT", "MIN_INSTANT", "BadTimestamp", "format_instant", "parse_instant"]
+__all__ = [
+    "MAX_INSTANT",
+    "MIN_INSTANT",
+    "BadTimestamp",
+    "event_instant",
+    "format_instant",
+    "parse_instant",
+]
 
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -183,6 +190,17 @@ def parse_instant(value: object) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return _from_datetime(value, value)
     raise BadTimestamp(f"not a timestamp: {type(value).__name__}")
+
+
+def event_instant(raw: object) -> dt.datetime | None:
+    """The instant of a raw event as the API sent it, or None if it has no usable one (not an
+    object, or its `timestamp` missing or unreadable)."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return parse_instant(raw.get("timestamp"))
+    except BadTimestamp:
+        return None
 
 
 def format_instant(instant: dt.datetime) -> str:
