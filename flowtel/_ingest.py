@@ -292,7 +292,7 @@ async def normalize_pages(
             if page.raw_events:  # not a checkpoint-only page (a split, a range without data)
                 stats.pages += 1
             stats.fetched += len(page.raw_events)
-            await send.send(Batch(events, rejected, [page.checkpoint]))
+            await send.send(Batch(events, rejected, [page.checkpoint], page.raw_events))
 
 
 async def plan_run(

@@ -82,3 +82,9 @@ class Batch:
     events: list[Event]
     rejected: list[Rejected]
     checkpoints: list[Checkpoint]
+    # The raw events the batch was normalized from. Nothing reads them: they are held only so
+    # that they are freed together with the events, which share their texts and properties.
+    # Freed earlier, a page's objects leave holes all over the heap, and the next pages are
+    # decoded into those holes: scattered, they decoded and normalized at half the speed
+    # (a fast 3M run: 31 s of client CPU against 22 s).
+    raw_events: list[Any] = attrs.field(factory=list, eq=False, repr=False)

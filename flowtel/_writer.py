@@ -55,4 +55,5 @@ def _union(parts: list[Batch]) -> Batch:
         events=[e for p in parts for e in p.events],
         rejected=[r for p in parts for r in p.rejected],
         checkpoints=[c for p in parts for c in p.checkpoints],
+        raw_events=[r for p in parts for r in p.raw_events],
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 import trio
 
@@ -45,6 +46,20 @@ async def test_merges_only_up_to_the_row_budget(database_url: str) -> None:
         await write_batches(db, receive, lambda r, b: sizes.append(len(b.events)), max_rows=250)
         assert sizes == [300, 300]
         assert await db.count_events() == 600
+
+
+async def test_a_merged_batch_holds_every_raw_page_until_committed(database_url: str) -> None:
+    # Each batch's raw page is freed with its events, after the commit (see Batch.raw_events).
+    held: list[list[object]] = []
+    send, receive = trio.open_memory_channel[Batch](10)
+    pages = [[{"page": i, "event": j} for j in range(3)] for i in range(3)]
+    async with open_database(database_url) as db:
+        async with send:
+            for i, page in enumerate(pages):
+                events = make_events(3, start=i * 3)
+                await send.send(attrs.evolve(batch(events), raw_events=page))
+        await write_batches(db, receive, lambda r, b: held.append(b.raw_events))
+    assert held == [[event for page in pages for event in page]]
 
 
 async def test_commits_as_batches_arrive(database_url: str) -> None:
