@@ -1,7 +1,7 @@
 """Client CPU per event on the hot path: decode a page, normalize it, commit it.
 
     FLOWTEL_BENCH_DSN=postgresql://postgres@127.0.0.1:5432/postgres \\
-        python benchmarks/bench_hotpath.py [--pages 200] [--against REV]
+        python benchmarks/bench_hotpath.py [--pages 200] [--against REV] [--in-flight N]
 
 The pages are the simulator's own feed pages (`fast` profile, 5,000 events each), committed one
 per transaction into a fresh database (FLOWTEL_BENCH_DSN names a server to create it on;
@@ -12,11 +12,24 @@ With --against REV (a git revision), the same pages also go through flowtel as i
 alternating page by page in one process, each into a database of its own. The speed of this VM
 drifts by tens of percent within minutes, so two runs one after the other cannot show a change
 of a few percent; two versions interleaved page by page can, since the drift weighs on both.
+
+With --in-flight N each version keeps its last N batches alive, as a run keeps several in its
+channels while the next pages are decoded. Then what else stays alive matters: with
+--free-raw-early each raw page is freed right after it is normalized, as before f88026c, while
+its events (which share its texts and properties) live on; the heap fills with holes, and the
+next pages, decoded into them, cost far more:
+
+    python benchmarks/bench_hotpath.py --pages 100 --in-flight 4
+    python benchmarks/bench_hotpath.py --pages 100 --in-flight 4 --free-raw-early
+
+Compare lifetimes in two runs like these, not with --against: versions interleaved in one
+process share one heap.
 """
 
 from __future__ import annotations
 
 import argparse  # a benchmark script, not the CLI: the CLI's docopt rule does not apply here
+import collections
 import contextlib
 import gc
 import importlib
@@ -36,6 +49,7 @@ import trio
 import trio_asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from flowtel._ingest import GC_YOUNG_THRESHOLD
 from flowtel.testing import Simulator, profile
 from tests import pg
 
@@ -78,6 +92,14 @@ class Version:
     database: ModuleType
     model: ModuleType
     cpu: float = 0.0
+    held: collections.deque[Any] = attrs.field(factory=collections.deque)
+
+    def batch(self, events: list[Any], rejected: list[Any], raw: list[Any], keep: bool) -> Any:
+        """The batch as this version's Normalizer stage builds it: with its raw page, if the
+        version's batches hold one (since f88026c) and `keep`."""
+        if keep and "raw_events" in attrs.fields_dict(self.model.Batch):
+            return self.model.Batch(events, rejected, [], raw_events=raw)
+        return self.model.Batch(events, rejected, [])
 
     @classmethod
     def of(cls, name: str, package: str) -> Version:
@@ -89,7 +111,9 @@ class Version:
         )
 
 
-async def run(versions: list[Version], pages: list[bytes], dsns: list[str]) -> None:
+async def run(
+    versions: list[Version], pages: list[bytes], dsns: list[str], in_flight: int, keep_raw: bool
+) -> None:
     async with trio_asyncio.open_loop(), contextlib.AsyncExitStack() as stack:
         dbs = [
             await stack.enter_async_context(v.database.open_database(dsn))
@@ -99,9 +123,15 @@ async def run(versions: list[Version], pages: list[bytes], dsns: list[str]) -> N
         for i, body in enumerate(pages):
             for version, db in pairs if i % 2 else pairs[::-1]:
                 started = time.process_time()
-                events, rejected = version.normalize(orjson.loads(body)["data"])
-                await db.commit(version.model.Batch(events, rejected, []))
-                del events, rejected
+                raw = orjson.loads(body)["data"]
+                events, rejected = version.normalize(raw)
+                batch = version.batch(events, rejected, raw, keep_raw)
+                del raw, events, rejected  # held by the batch only as the version's own is
+                await db.commit(batch)
+                version.held.append(batch)
+                del batch
+                while len(version.held) > in_flight:
+                    version.held.popleft()
                 version.cpu += time.process_time() - started
         for version, db in pairs:
             stored = await db.count_events()
@@ -112,6 +142,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=200)
     parser.add_argument("--against", metavar="REV", help="also run flowtel at this git revision")
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=0,
+        metavar="N",
+        help="batches each version keeps alive after their commit (default 0); a run keeps "
+        "about 4 in its channels and the Writer's merge while the next pages are decoded",
+    )
+    parser.add_argument(
+        "--free-raw-early",
+        action="store_true",
+        help="free each raw page right after normalizing it, as flowtel did before f88026c",
+    )
     args = parser.parse_args()
     if os.environ.get("FLOWTEL_BENCH_DSN"):
         os.environ[pg.ENV_DSN] = os.environ["FLOWTEL_BENCH_DSN"]
@@ -123,9 +166,9 @@ def main() -> int:
             versions.append(Version.of(args.against, flowtel_at(args.against, Path(folder))))
         dsns = [server.create_database() for _ in versions]
         gc.freeze()  # as a run does (few_gc_passes)
-        gc.set_threshold(100_000)
+        gc.set_threshold(GC_YOUNG_THRESHOLD)
         try:
-            trio.run(run, versions, pages, dsns)
+            trio.run(run, versions, pages, dsns, args.in_flight, not args.free_raw_early)
         finally:
             for dsn in dsns:
                 server.drop_database(dsn)
