@@ -84,7 +84,7 @@ async def fetch_all(config: SimulatorConfig, feed_shards: int = 8) -> dict[str, 
         backoff = Backoff(settings.backoff_base, settings.backoff_cap, settings.max_retries)
         info = await api_stats(api)
         stats = RunStats()
-        fetcher = new_fetcher(settings, api, backoff, TokenKeeper(api, backoff), stats)
+        fetcher = new_fetcher(settings, api, backoff, TokenKeeper(api, backoff, stats=stats), stats)
         started = trio.current_time()
         streams, shards, first = await plan_run(settings, fetcher, [], info)
         send, receive = trio.open_memory_channel[Any](math.inf)
@@ -133,9 +133,11 @@ async def fetch_all(config: SimulatorConfig, feed_shards: int = 8) -> dict[str, 
         "floor": (max(windows.values()) - 1) * config.feed.window.window_s,
         "feed_window": feed.window,
         # The faults that cost the client a request (the token's too), as the simulator
-        # counted them: retries and damaged pages should add up to it.
+        # counted them: retries and damaged pages add up to it (a token's 429 is a 429).
         "served_faults": sum(
-            n for kind, n in sim.stats.faults.items() if not kind.endswith((":slow", ":repeated"))
+            n
+            for kind, n in sim.stats.faults.items()
+            if not kind.endswith((":slow", ":repeated", ":rate_limited"))
         ),
     }
 

@@ -159,7 +159,7 @@ async def _ingest(
         run.api_total = info.total
         run.initial_total = await db.count_events()
         checkpoints = await db.load_checkpoints()
-        tokens = await _feed_tokens(settings, api, backoff, checkpoints)
+        tokens = await _feed_tokens(settings, api, backoff, checkpoints, run.stats)
         run.fetcher = new_fetcher(settings, api, backoff, tokens, run.stats)
         streams, shards, first = await plan_run(settings, run.fetcher, checkpoints, info)
         run.checkpoints = {cp.stream: cp for cp in streams}
@@ -372,12 +372,16 @@ def _range_of(streams: list[Checkpoint]) -> TimeRange:
 
 
 async def _feed_tokens(
-    settings: Settings, api: Api, backoff: Backoff, checkpoints: list[Checkpoint]
+    settings: Settings,
+    api: Api,
+    backoff: Backoff,
+    checkpoints: list[Checkpoint],
+    stats: RunStats,
 ) -> TokenKeeper | None:
     """A TokenKeeper when this run may use the feed and a token can be had."""
     if settings.source == "events":
         return None
-    keeper = TokenKeeper(api, backoff)
+    keeper = TokenKeeper(api, backoff, stats=stats)
     try:
         await keeper.get()
     except FeedUnavailable as exc:

@@ -10,6 +10,7 @@ from flowtel._api import Api, StreamAccess
 from flowtel._errors import ApiError, FeedUnavailable, RateLimited, TransientError
 from flowtel._retry import Backoff
 from flowtel._secret import Secret
+from flowtel._stats import RunStats
 
 log = logging.getLogger("flowtel.feed")
 
@@ -22,10 +23,19 @@ class TokenKeeper:
     A new token does not revoke the old one, so tasks holding the old one finish with it.
     """
 
-    def __init__(self, api: Api, backoff: Backoff, *, renew_before: float = 30.0) -> None:
+    def __init__(
+        self,
+        api: Api,
+        backoff: Backoff,
+        *,
+        renew_before: float = 30.0,
+        stats: RunStats | None = None,
+    ) -> None:
         self.api = api
         self.backoff = backoff
         self.renew_before = renew_before
+        # The run's counters: a token request sent again counts as a retry, a 429 as one.
+        self.stats = stats if stats is not None else RunStats()
         self.issued = 0
         self._current: StreamAccess | None = None
         self._lock = trio.Lock()
@@ -57,11 +67,13 @@ class TokenKeeper:
                 )
                 break
             except RateLimited as exc:
+                self.stats.throttled += 1
                 await trio.sleep(exc.retry_after)
             except TransientError as exc:
                 attempt += 1
                 if attempt > self.backoff.max_retries:
                     raise
+                self.stats.retries += 1
                 log.info("stream token: %s; retrying", exc)
                 await trio.sleep(self.backoff.delay(attempt))
             except ApiError as exc:

@@ -52,13 +52,14 @@ async def fetcher_for(
 
         api = Api(http, Secret(sim.api_key))
         backoff = Backoff(base=0.1, cap=2.0, max_retries=20)
+        stats = RunStats()  # shared, as in a run
         yield Fetcher(
             api=api,
             events_limiter=RateLimiter("events"),
             feed_limiter=FeedPacer(),
-            tokens=TokenKeeper(api, backoff) if feed else None,
+            tokens=TokenKeeper(api, backoff, stats=stats) if feed else None,
             backoff=backoff,
-            stats=RunStats(),
+            stats=stats,
             page_size=page_size,
         )
 

@@ -194,6 +194,26 @@ async def test_token_is_renewed_before_it_expires(autojump_clock: trio.abc.Clock
     assert [s for _, _, s, _ in recorder.log].count(403) == 0
 
 
+async def test_token_faults_are_counted_as_retries_and_429s(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # A run's retries and damaged pages add up to the faults that cost it a request, the token
+    # endpoint's included (they went uncounted, so a run seemed to meet one fault fewer than
+    # the simulator served); a token's spurious 429 is a 429.
+    sim = quiet_sim(
+        2_000,
+        token_lifetime_s=30,
+        token=Endpoint(faults=Faults(status_502=0.3, rate_limited=0.3)),
+        feed=attrs.evolve(QUIET, latency=Latency(base_s=(2.0, 2.0))),
+    )
+    pages, stats = await walk(sim, Checkpoint("feed", "feed"), feed=True)
+    assert len(set(ids_of(pages))) == 2_000
+    faults = sim.stats.faults
+    assert faults["token:status_502"] > 0 and faults["token:rate_limited"] > 0
+    assert stats.retries == faults["token:status_502"]  # type: ignore[attr-defined]
+    assert stats.throttled == faults["token:rate_limited"]  # type: ignore[attr-defined]
+
+
 async def test_a_token_is_taken_after_the_wait_for_the_feeds_window(
     autojump_clock: trio.abc.Clock,
 ) -> None:
