@@ -170,8 +170,6 @@ async def _ingest(
         # Save the plan first, so that a crash before the first page still resumes it.
         await db.commit(Batch([], [], todo))
         await _run_stages(settings, db, run, todo, shards, first)
-        if tokens is not None:
-            run.stats.tokens = tokens.issued
         summary = await _summarize(db, run)
         await db.record_run_end(run_id, summary.to_dict())
         return summary

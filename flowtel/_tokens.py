@@ -34,9 +34,9 @@ class TokenKeeper:
         self.api = api
         self.backoff = backoff
         self.renew_before = renew_before
-        # The run's counters: a token request sent again counts as a retry, a 429 as one.
+        # The run's counters: tokens issued, a token request sent again after a fault (a
+        # retry), a token's 429 (a 429).
         self.stats = stats if stats is not None else RunStats()
-        self.issued = 0
         self._current: StreamAccess | None = None
         self._lock = trio.Lock()
 
@@ -78,7 +78,7 @@ class TokenKeeper:
                 await trio.sleep(self.backoff.delay(attempt))
             except ApiError as exc:
                 raise FeedUnavailable(f"no stream token: {exc}") from None
-        self.issued += 1
+        self.stats.tokens += 1
         return _parse_access(answer.body, self.renew_before)
 
 

@@ -212,6 +212,7 @@ async def test_token_faults_are_counted_as_retries_and_429s(
     assert faults["token:status_502"] > 0 and faults["token:rate_limited"] > 0
     assert stats.retries == faults["token:status_502"]  # type: ignore[attr-defined]
     assert stats.throttled == faults["token:rate_limited"]  # type: ignore[attr-defined]
+    assert stats.tokens == sim.stats.tokens_issued >= 2  # type: ignore[attr-defined]
 
 
 async def test_a_token_is_taken_after_the_wait_for_the_feeds_window(
