@@ -181,10 +181,32 @@ class Shards:
     def pages_left(self, cp: Checkpoint) -> float | None:
         """The pages this stream still has to fetch, from the density it has met so far
         (None: nothing to go by)."""
+        density, _ = self._density(cp)
+        return self.remaining_ms(cp) * density / self.page_size if density > 0 else None
+
+    def _density(self, cp: Checkpoint) -> tuple[float, int]:
+        """Events per ms ahead of this stream, and how many events that was measured on: the
+        stream's own so far, else the run's average (taken as known to a page's worth)."""
         _, top, events = self._origin.get(cp.stream, (0.0, self._top(cp), cp.events))
         covered, fetched = top - self._top(cp), cp.events - events
-        density = fetched / covered if covered > 0 and fetched > 0 else self.events_per_ms
-        return self.remaining_ms(cp) * density / self.page_size if density > 0 else None
+        if covered > 0 and fetched > 0:
+            return fetched / covered, fetched
+        return self.events_per_ms, self.page_size
+
+    def _kept_range(self, cp: Checkpoint, span: int, pages: float, kept: int) -> int:
+        """The part of the stream's `span` (ms, `pages` pages' worth) that its next `kept`
+        pages cover, so that a split leaves it whole pages: a partial last page costs a
+        request like a full one. Less a margin of two standard deviations of the count: a
+        range expected to hold n events holds about n +- sqrt(n), and the density it is
+        sized by was measured on a sample of its own. One event too many would cost a
+        request; a few fetched twice cost nothing."""
+        if kept >= pages:
+            return span
+        _, sample = self._density(cp)
+        expected = kept * self.page_size
+        deviation = math.sqrt(expected + expected**2 / sample)
+        keep = max(expected - 2 * deviation, expected / 2)
+        return int(span * keep / (pages * self.page_size))
 
     def split_largest(self) -> tuple[Checkpoint, Checkpoint] | None:
         """Plan carving the older part off the stream that would finish last: (new shard,
@@ -227,11 +249,13 @@ class Shards:
                 return None
             old_speed, new_speed = speeds[slowest.stream], feed_speed
             share = new_speed / (new_speed + old_speed) if old_speed and new_speed else 0.5
-            cut = int(span * share)
-            if pages:  # the shrunk stream keeps whole pages: its last one comes full
+            cut = min(max(int(span * share), min_split), span - min_split)
+            if pages:
+                # The shrunk stream keeps whole pages, so its last one comes full. Rounded
+                # after the minimum, not before: a minimum of 2.1 pages' worth would leave it
+                # a last page with a tenth of a page in its range.
                 kept = max(1, round((span - cut) / span * pages))
-                cut = span - _kept_range(span, pages, kept)
-            cut = min(max(cut, min_split), span - min_split)
+                cut = span - self._kept_range(slowest, span, pages, kept)
         bottom = slowest.since_ms if slowest.since_ms is not None else self.floor_ms
         mid = bottom + cut
         self._next += 1
@@ -261,7 +285,7 @@ class Shards:
         span = self.remaining_ms(cp)
         cuts = []
         for kept in range(math.ceil(pages) + 1):
-            keep = _kept_range(span, pages, kept)
+            keep = self._kept_range(cp, span, pages, kept)
             feed = self._feed_seconds(pages * (span - keep) / span)
             if feed is None:  # a new shard alone, at the speed feed shards have had
                 feed = (span - keep) / feed_speed
@@ -410,14 +434,6 @@ async def _newest_instants(fetcher: Any, until: int | None, limit: int) -> tuple
 def instants_of(raw_events: list[Any]) -> list[int]:
     """The instants (epoch ms) of the events that have a usable one."""
     return [to_ms(instant) for instant in map(event_instant, raw_events) if instant is not None]
-
-
-def _kept_range(span: int, pages: float, kept: int) -> int:
-    """The part of a stream's `span` (ms, `pages` pages' worth) that its next `kept` pages
-    cover, so that a split leaves it whole pages: a partial last page costs a request like a
-    full one. Less a margin, since a range holds a few more or fewer events than its share:
-    a page too many would cost a request, a few events fetched twice cost nothing."""
-    return span if kept >= pages else int(span * kept * 0.97 / pages)
 
 
 def _max_bound(a: int | None, b: int | None) -> int | None:

@@ -182,11 +182,61 @@ def test_the_listing_keeps_what_its_windows_allow() -> None:
     assert _listing_beside_a_feed_shard(room, 0.1, 0.3).split_largest() is None
     # A bucket that never held the listing back (no limits, the `fast` profile): its speed
     # counts, 7 days at 0.3 a second against a new shard's 0.5, so the shard takes 5/8 of
-    # them; rounded so that the listing keeps whole pages (3 of its 7, less 3 %), whose last
+    # them; rounded so that the listing keeps whole pages (3 of its 7, less the margin of
+    # their count: its density was measured on the 15,000 events it has had), whose last
     # one then comes full instead of costing a request for a part of a page.
     unlimited = RateLimiter("events", limit=10**6, window=60.0, latency=0.5, remaining=10**6)
     new, shrunk = _listing_beside_a_feed_shard(unlimited, 0.5, 5).split_largest() or (None, None)
-    assert shrunk is not None and shrunk.since_ms == 97 * DAY - int(7 * DAY * 3 * 0.97 / 7)
+    kept = _kept_events(3, sample=15_000)
+    assert shrunk is not None and shrunk.since_ms == 97 * DAY - int(7 * DAY * kept / (7 * 5000))
+
+
+def _kept_events(pages: int, sample: int, page_size: int = 5000) -> float:
+    """What a split leaves the shrunk stream, in events: `pages` whole pages less two standard
+    deviations of their count (sqrt(n) for n events expected, and the error of a density
+    measured on `sample` events), so that its last page comes full and none more is needed."""
+    n = pages * page_size
+    return n - 2 * math.sqrt(n + n * n / sample)
+
+
+def test_the_margin_of_a_split_grows_as_the_root_of_what_is_kept() -> None:
+    """A stream that keeps 30 pages keeps them less about a fifth of a page, not 3 % of its
+    range (0.9 of a page, the last page's events fetched twice, a request's worth)."""
+    shards = Shards(floor_ms=0, ceiling_ms=100 * DAY, min_split_ms=DAY, clock=lambda: 0.0)
+    shards.events_per_ms = 5000 / DAY
+    shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=100 * DAY))
+    # 40 days walked, 200,000 events: 60 pages left, a page a day.
+    feed = attrs.evolve(shards.streams["feed-001"], watermark=_instant(60 * DAY), events=200_000)
+    shards.progressed(feed)
+    new, shrunk = shards.split_largest() or (None, None)
+    assert new is not None and shrunk is not None
+    kept_pages = (60 * DAY - shrunk.since_ms) / DAY
+    assert kept_pages == pytest.approx(_kept_events(30, 200_000) / 5000, abs=1e-6)
+    assert 29.75 < kept_pages < 29.85
+
+
+def test_a_split_at_its_minimum_still_leaves_whole_pages() -> None:
+    """The minimum is applied before rounding to whole pages: a minimum of 2.1 pages' worth
+    rounded after would leave the stream 2.1 pages, and a third request for a tenth of one."""
+    now = [0.0]
+    shards = Shards(
+        floor_ms=0, ceiling_ms=100 * DAY, min_split_ms=int(2.1 * DAY), clock=lambda: now[0]
+    )
+    shards.events_per_ms = 5000 / DAY
+    shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=10 * DAY))
+    shards.add(Checkpoint("feed-002", "feed", since_ms=10 * DAY, until_ms=20 * DAY))
+    # feed-002 walks 8 times faster: a new shard at the feed's average speed would take 9/11
+    # of feed-001's 9 days left, more than the minimum of 2.1 days' worth leaves it.
+    now[0] = 10.0
+    slow = attrs.evolve(shards.streams["feed-001"], watermark=_instant(9 * DAY), events=5000)
+    fast = attrs.evolve(shards.streams["feed-002"], watermark=_instant(12 * DAY), events=40_000)
+    shards.progressed(slow)
+    shards.progressed(fast)
+    new, shrunk = shards.split_largest() or (None, None)
+    assert new is not None and shrunk is not None and shrunk.stream == "feed-001"
+    kept_pages = (9 * DAY - shrunk.since_ms) / DAY
+    assert kept_pages == pytest.approx(_kept_events(2, 5000) / 5000, abs=1e-6)
+    assert kept_pages < 2
 
 
 def test_no_split_below_the_minimum() -> None:
@@ -446,7 +496,8 @@ async def test_the_listing_hands_the_feed_only_what_its_windows_have_room_for(
     # the rest (2 pages' worth and the partial one: 3 requests, 10 s).
     new, shrunk = beside.split_largest() or (None, None)
     assert shrunk is not None and new is not None and shrunk.stream == LISTING
-    assert shrunk.since_ms == 97 * DAY - int(7 * DAY * 5 * 0.97 / 7)
+    # (Its density is the run's average here, taken as known to a page's worth of events.)
+    assert shrunk.since_ms == 97 * DAY - int(7 * DAY * _kept_events(5, 5000) / (7 * 5000))
     assert (new.since_ms, new.until_ms) == (90 * DAY, shrunk.since_ms)
     # 32 requests for 30 pages: faults cost the feed 7 % more, and may cost it more than
     # that. Its 5 pages and 2 more would be 7.5 requests on average, 8.1 with a standard
@@ -480,7 +531,7 @@ async def test_in_the_last_window_the_last_pages_are_split_a_page_apart(
     # that keeps its last one full), a new shard takes the rest.
     new, shrunk = (await pages_left(sent=32, watermark_ms=3 * DAY)).split_largest() or (None, None)
     assert new is not None and shrunk is not None
-    assert shrunk.since_ms == 3 * DAY - int(3 * DAY * 2 * 0.97 / 3)
+    assert shrunk.since_ms == 3 * DAY - int(3 * DAY * _kept_events(2, 5000) / (3 * 5000))
     assert (new.since_ms, new.until_ms) == (0, shrunk.since_ms)
     # 1.5 pages: the stream keeps one, the new shard takes the half page it would have
     # ended on. Two requests side by side, as many as one after the other.
@@ -489,7 +540,8 @@ async def test_in_the_last_window_the_last_pages_are_split_a_page_apart(
         None,
     )
     assert new is not None and shrunk is not None
-    assert shrunk.since_ms == 3 * DAY // 2 - int(3 * DAY // 2 * 1 * 0.97 / 1.5)
+    kept = _kept_events(1, 5000)
+    assert shrunk.since_ms == 3 * DAY // 2 - int(3 * DAY // 2 * kept / (1.5 * 5000))
     # A page and a bit: a split could only add a request.
     assert (await pages_left(sent=32, watermark_ms=DAY + DAY // 20)).split_largest() is None
     # 3 left for 3 pages: a fourth request would wait for the next window.
