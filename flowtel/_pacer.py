@@ -58,6 +58,7 @@ class FeedPacer:
     probe_every: int = 5  # clean, fully used windows before one more request is tried
     guard: float = 0.05  # seconds added to a learned window
     phase_precision: float = 0.3  # seconds: how closely probes pin the window's length down
+    second_margin: float = 0.05  # seconds past a whole second that the first such probe goes
     refusal_share: float = 0.02  # probes for the length only while 429s stay below this share
     # Even spacing (servers that do not count in fixed windows).
     interval: float = 0.0
@@ -75,6 +76,7 @@ class FeedPacer:
     _window_budget: int = 0
     _window_floor: float = 0.0  # the window is longer than this, as far as 429s tell
     _probe_at: float | None = None  # when this window's probe goes, once chosen
+    _aligned: bool = False  # a probe on a whole second of its window has been refused
     _clean_windows: int = 0
     _mismatches: int = 0
     _clean_since: float = 0.0
@@ -177,6 +179,7 @@ class FeedPacer:
                 # earlier than our first request of it (a close estimate, not a bound).
                 floor = with_ticket + retry_after - 1 - start
                 self._window_floor = max(self._window_floor, floor)
+                self._aligned = self._aligned or with_ticket == self._probe_at
         self._blocked_until = max(self._blocked_until, window_end)
         self._window_start = None
         self._wake()
@@ -243,23 +246,36 @@ class FeedPacer:
         return now
 
     def _probe_time(self, now: float, end: float) -> float:
-        """When a window's probe goes: a whole number of seconds before `target`, so that
-        refused, its Retry-After (rounded up) says whether the window ends by `target`.
-        While the window's length is uncertain the target splits what is known of it in two;
-        once known, the target is the end itself, and the refusal holds the next window back
-        hardly later than the budget would have. Less than a second before the target, the
-        probe could only land past the server's end and pass for a raised limit: it waits
-        for the next window instead."""
+        """When a window's probe goes.
+
+        While the window's length is uncertain, the first probe goes on a whole second
+        after the window's first request (and `second_margin`): refused, its whole-second
+        Retry-After then says where the end is to within that margin if the window is a
+        whole number of seconds long, as windows most often are, and to the next whole
+        second if not. The first 429 of a run, sent whenever the limit ran out, can only say
+        it to within a second. Later probes go a whole number of seconds before `target`, so
+        that refused, their Retry-After says whether the window ends by `target`: the latest
+        the end can be, less `phase_precision`. For a window of whole seconds the answer is
+        no, after one probe that holds its window back by less than a second; a shorter
+        window is closed in on from above, a probe a step. Once the length is known, the
+        target is the end itself, and the refusal holds the next window back hardly later
+        than the budget would have. Less than a second before the target, a probe could only
+        land past the server's end and pass for a raised limit: it waits for the next window
+        instead."""
         assert self._window_start is not None
         target = end
-        floor = self._window_start + self._window_floor
         if self._length_unknown():
-            target = (floor + end - self.guard) / 2
+            if not self._aligned:
+                first = self._window_start + self.second_margin
+                aligned = first + max(0, math.ceil(now - first - 1e-9))
+                return aligned if aligned <= end - 1 else end
+            target = end - self.guard - self.phase_precision
         return target - math.floor(target - now) if target - now >= 1 else end
 
     def _length_unknown(self) -> bool:
         assert self.window is not None
-        return self.window - self.guard - self._window_floor > self.phase_precision
+        # (A tolerance: a probe that lands on the precision's edge has settled it.)
+        return self.window - self.guard - self._window_floor > self.phase_precision + 1e-6
 
     def _refusal_allowed(self) -> bool:
         return self.throttled + 1 <= self.refusal_share * (self.requests + 1)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 
+import pytest
 import trio
 
 from flowtel._pacer import FeedPacer
@@ -35,6 +37,7 @@ class Throttle:
         self.ok = 0
         self.refused = 0
         self.sequence = 0
+        self.starts: list[float] = []  # when each fixed window opened
 
     def admit(self) -> float | None:
         """None if admitted, else Retry-After."""
@@ -42,6 +45,7 @@ class Throttle:
         if self.kind == "fixed":
             if self.start is None or now >= self.start + self.window:
                 self.start, self.used = now, 0
+                self.starts.append(now)
             if self.used >= self.limit:
                 return float(math.ceil(self.start + self.window - now))
             self.used += 1
@@ -125,6 +129,26 @@ async def test_the_window_is_learned_closer_than_retry_afters_whole_seconds(
         # the learned window's excess late; its 40 requests take 5 rounds of at most 4.8 s.
         excess = pacer.phase_precision + pacer.guard
         assert took <= 12 * (length + excess) + 1.0 + 5 * 4.8
+        assert server.refused / (server.ok + server.refused) <= pacer.refusal_share
+
+
+async def test_a_window_of_whole_seconds_opens_on_time(autojump_clock: trio.abc.Clock) -> None:
+    """The first probe for the window's length goes on a whole second after its window's
+    first request: refused, its whole-second Retry-After lands on the window's end (plus the
+    pacer's margin and the 10 ms the 429 takes here), where the first 429 of the run, sent
+    whenever the limit ran out, overstates it by up to a second. One more probe settles the
+    length, and from then on every window opens within that margin and the guard of the
+    last one's end (before: each window 0.16 s late here, 0.2 to 0.3 s in a live run)."""
+    for length in (60.0, 30.0, 20.0):
+        pacer, server = FeedPacer(), Throttle(40, length)
+        await drive(pacer, server, pages=13 * 40)
+        margin = pacer.second_margin + 0.01
+        assert pacer.limit == 40
+        assert pacer.window == pytest.approx(length + margin + pacer.guard)
+        late = [b - a - length for a, b in itertools.pairwise(server.starts)]
+        assert len(late) >= 12
+        # (A probe for a raised limit may hold one back by the 10 ms its 429 takes, too.)
+        assert all(x <= margin + pacer.guard + 0.01 + 1e-6 for x in late[-6:])
         assert server.refused / (server.ok + server.refused) <= pacer.refusal_share
 
 
