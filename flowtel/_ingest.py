@@ -351,6 +351,7 @@ async def plan_run(
     )
     for cp in after_pages(active, first):
         shards.add(cp)
+    fetcher.feed_limiter.expected_requests = shards.feed_pages_left()
     return streams, shards, first
 
 

@@ -11,12 +11,13 @@ Two controls, both adaptive:
   requests evenly, `W / L` apart, which stays inside sliding windows and token buckets too.
 - **The window's length, closely.** Retry-After comes in whole seconds, rounded up, so one
   429 tells `W` only to within a second, and every window opened that much late puts the
-  run's end back by as much. The request beyond the limit is therefore sent at a chosen
-  instant, a whole number of seconds before the middle of what is still unknown of the
-  window's end: its Retry-After says in which half the end lies. While the run's 429s stay
-  within `refusal_share` of its requests, such a probe goes in every window until `W` is known
-  to `phase_precision`; after that each probe goes where its refusal holds the next window
-  back least.
+  run's end back by as much. So the request beyond the limit is sent at a chosen instant.
+  The first such probe goes a whole number of seconds after its window's first request: a
+  window of whole seconds, as windows usually are, then ends where its Retry-After says, to
+  within `second_margin`. Later ones ask whether the window ends a `phase_precision` step
+  earlier than the latest it can, until that is known. While the run's 429s stay within
+  `refusal_share` of the requests it expects, such a probe goes in every window until `W` is
+  known; after that each probe goes where its refusal holds the next window back least.
 - **Concurrency.** How many requests may be in flight grows by one per round trip while it
   is what holds requests back (additive increase) and shrinks when full pages come back much
   slower than when calm, which is the server's capacity queueing them (multiplicative
@@ -60,6 +61,7 @@ class FeedPacer:
     phase_precision: float = 0.3  # seconds: how closely probes pin the window's length down
     second_margin: float = 0.05  # seconds past a whole second that the first such probe goes
     refusal_share: float = 0.02  # probes for the length only while 429s stay below this share
+    expected_requests: int = 0  # what the run expects to send here (0: not known)
     # Even spacing (servers that do not count in fixed windows).
     interval: float = 0.0
     probe_step: float = 0.02  # faster by this much after a clean window
@@ -278,7 +280,10 @@ class FeedPacer:
         return self.window - self.guard - self._window_floor > self.phase_precision + 1e-6
 
     def _refusal_allowed(self) -> bool:
-        return self.throttled + 1 <= self.refusal_share * (self.requests + 1)
+        # Of the run's requests: with the run's size known, the probes need not wait for the
+        # first windows' requests to pay for them, and the windows they settle come sooner.
+        requests = max(self.requests + 1, self.expected_requests)
+        return self.throttled + 1 <= self.refusal_share * requests
 
     def _spend(self, now: float) -> None:
         if self.mode == "even":

@@ -208,6 +208,14 @@ class Shards:
         keep = max(expected - 2 * deviation, expected / 2)
         return int(span * keep / (pages * self.page_size))
 
+    def feed_pages_left(self) -> int:
+        """The pages the feed's streams have left, as far as the data's density tells."""
+        return sum(
+            math.ceil(self.pages_left(cp) or 0.0)
+            for cp in self.streams.values()
+            if cp.stream != LISTING
+        )
+
     def split_largest(self) -> tuple[Checkpoint, Checkpoint] | None:
         """Plan carving the older part off the stream that would finish last: (new shard,
         shrunk stream). Nothing changes until `apply_split`.
@@ -310,10 +318,7 @@ class Shards:
         budget = self.feed_budget
         if budget is None or self._feed_pages == 0:
             return None
-        pages = math.ceil(more_pages)
-        for cp in self.streams.values():
-            if cp.stream != LISTING:
-                pages += math.ceil(self.pages_left(cp) or 0.0)
+        pages = math.ceil(more_pages) + self.feed_pages_left()
         requests = budget.requests - budget.throttled - self._feed_requests_before
         per_page = max(1.0, requests / self._feed_pages)
         extra = pages * (per_page - 1)

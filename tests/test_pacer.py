@@ -152,6 +152,21 @@ async def test_a_window_of_whole_seconds_opens_on_time(autojump_clock: trio.abc.
         assert server.refused / (server.ok + server.refused) <= pacer.refusal_share
 
 
+async def test_with_the_runs_size_known_the_length_is_settled_in_the_second_window(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The 429s may be 2 % of what the run will send: a run that expects 520 requests may
+    probe in its second window, where 2 % of the 81 requests sent so far would not allow a
+    second 429 until the fourth. The third window then opens on time."""
+    margin = FeedPacer().second_margin + 0.01  # the 429 takes 10 ms here
+    for expected, third_on_time in ((520, True), (0, False)):
+        pacer, server = FeedPacer(expected_requests=expected), Throttle(40, 60.0)
+        await drive(pacer, server, pages=13 * 40)
+        on_time = server.starts[2] - server.starts[1] == pytest.approx(60.0 + margin)
+        assert on_time is third_on_time
+        assert server.refused / (server.ok + server.refused) <= pacer.refusal_share
+
+
 async def test_a_raised_limit_is_found(autojump_clock: trio.abc.Clock) -> None:
     pacer, server = FeedPacer(), Throttle(40, 60.0)
     await drive(pacer, server, pages=120)

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 import flowtel
+from flowtel._ingest import api_stats, plan_run
 from flowtel._model import Checkpoint, Page
 from flowtel._paginator import paginate
 from flowtel._ratelimit import RateLimiter
@@ -326,6 +327,27 @@ async def test_the_range_is_discovered_from_the_feed_when_stats_do_not_say(
     assert found is not None
     assert found.newest_ms == newest
     assert found.oldest_ms <= oldest  # never later than the oldest: nothing falls outside
+
+
+async def test_the_plan_tells_the_feeds_pacer_how_many_requests_the_run_expects(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The pacer's share of 429s is of the run's requests: the plan says how many the feed's
+    streams should take (70 % of 30,000 events in pages of 1,000, each stream's last page a
+    part of one)."""
+    sim = Simulator(attrs.evolve(profile("fast"), events=30_000, seed=5))
+    settings = flowtel.Settings(
+        api_key=sim.api_key,
+        api_url=sim.config.base_url,
+        database_url="postgresql://unused/x",
+        page_size=1000,
+        feed_shards=4,
+    )
+    async with fetcher_for(sim, feed=True, page_size=1000) as fetcher:
+        assert fetcher.feed_limiter.expected_requests == 0
+        info = await api_stats(fetcher.api)
+        await plan_run(settings, fetcher, [], info)
+        assert 21 <= fetcher.feed_limiter.expected_requests <= 21 + 4
 
 
 async def discovered(sim: Simulator, total: int | None) -> tuple[TimeRange, list[str]]:
