@@ -78,7 +78,7 @@ class FeedPacer:
     _window_budget: int = 0
     _window_floor: float = 0.0  # the window is longer than this, as far as 429s tell
     _probe_at: float | None = None  # when this window's probe goes, once chosen
-    _aligned: bool = False  # a probe on a whole second of its window has been refused
+    _aligned: bool = False  # a probe on a whole second of its window has been chosen
     _clean_windows: int = 0
     _mismatches: int = 0
     _clean_since: float = 0.0
@@ -181,7 +181,6 @@ class FeedPacer:
                 # earlier than our first request of it (a close estimate, not a bound).
                 floor = with_ticket + retry_after - 1 - start
                 self._window_floor = max(self._window_floor, floor)
-                self._aligned = self._aligned or with_ticket == self._probe_at
         self._blocked_until = max(self._blocked_until, window_end)
         self._window_start = None
         self._wake()
@@ -270,7 +269,12 @@ class FeedPacer:
             if not self._aligned:
                 first = self._window_start + self.second_margin
                 aligned = first + max(0, math.ceil(now - first - 1e-9))
-                return aligned if aligned <= end - 1 else end
+                if aligned > end - 1:
+                    return end
+                # Chosen while a request waits for it, so it goes (a clock's wake-up is
+                # never exactly on time: its send time cannot tell it apart later).
+                self._aligned = True
+                return aligned
             target = end - self.guard - self.phase_precision
         return target - math.floor(target - now) if target - now >= 1 else end
 
