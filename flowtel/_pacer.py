@@ -98,6 +98,11 @@ class FeedPacer:
         return self._in_flight
 
     @property
+    def page_latency(self) -> float | None:
+        """Seconds a full page takes to come back, lately (None: none has yet)."""
+        return self._smooth
+
+    @property
     def remaining(self) -> int | None:
         if self.mode != "window" or self._window_start is None:
             return None

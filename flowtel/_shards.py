@@ -234,6 +234,8 @@ class Shards:
         def time_left(cp: Checkpoint) -> float:
             if cp.stream == LISTING and (budgeted := self._listing_seconds(cp)) is not None:
                 return budgeted
+            if cp.stream != LISTING and (paged := self._stream_seconds(cp)) is not None:
+                return paged
             speed = speeds[cp.stream] or feed_speed
             return self.remaining_ms(cp) / speed if speed else float(self.remaining_ms(cp))
 
@@ -257,6 +259,8 @@ class Shards:
                 return None
             old_speed, new_speed = speeds[slowest.stream], feed_speed
             share = new_speed / (new_speed + old_speed) if old_speed and new_speed else 0.5
+            if self._stream_seconds(slowest) is not None:
+                share = 0.5  # two feed streams: the same pace a page, so half the pages each
             cut = min(max(int(span * share), min_split), span - min_split)
             if pages:
                 # The shrunk stream keeps whole pages, so its last one comes full. Rounded
@@ -271,6 +275,22 @@ class Shards:
             stream=f"feed-{self._next:03d}", source="feed", since_ms=slowest.since_ms, until_ms=mid
         )
         return new, attrs.evolve(slowest, since_ms=mid)
+
+    def _stream_seconds(self, cp: Checkpoint) -> float | None:
+        """Seconds a feed stream needs for its pages left, once a page's latency is known:
+        one page after another, and no faster than its turn in the feed's budget (the pacer
+        serves the streams first come, first served). Not its average speed so far, which
+        counts the windows it waited for: at the end of a run that made a stream with three
+        pages left look slower than the listing, which had seven and no window left."""
+        budget = self.feed_budget
+        pages = self.pages_left(cp)
+        if budget is None or pages is None or budget.page_latency is None:
+            return None
+        per_page = budget.page_latency
+        if budget.mode == "window" and budget.limit and budget.window:
+            streams = sum(1 for name in self.streams if name != LISTING)
+            per_page = max(per_page, streams * budget.window / budget.limit)
+        return pages * per_page
 
     def _listing_seconds(self, cp: Checkpoint, pages: float | None = None) -> float | None:
         """Seconds the listing needs for its pages left (or `pages`), in its bucket's windows.

@@ -240,6 +240,35 @@ def test_a_split_at_its_minimum_still_leaves_whole_pages() -> None:
     assert kept_pages < 2
 
 
+async def test_the_stream_with_most_pages_left_is_split_not_the_slowest_so_far(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Once a page's latency is known, a feed stream's time left is its pages, one after
+    another, each no sooner than its turn in the budget. Its average speed so far counts the
+    windows it waited for: feed-001, 100 s old, has walked 2 days (3 left); feed-002, 10 s
+    old, 5 days (6 left). By speed feed-001 would finish last (150 s against 12); by pages
+    feed-002 does (30 s against 15), and it is split in two halves of 3 pages."""
+    now = [0.0]
+    shards = Shards(floor_ms=0, ceiling_ms=20 * DAY, min_split_ms=DAY, clock=lambda: now[0])
+    shards.events_per_ms = 5000 / DAY  # a page a day
+    shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=5 * DAY))
+    now[0] = 90.0
+    shards.add(Checkpoint("feed-002", "feed", since_ms=5 * DAY, until_ms=16 * DAY))
+    now[0] = 100.0
+    shards.progressed(
+        attrs.evolve(shards.streams["feed-001"], watermark=_instant(3 * DAY), events=10_000)
+    )
+    shards.progressed(
+        attrs.evolve(shards.streams["feed-002"], watermark=_instant(11 * DAY), events=25_000)
+    )
+    shards.feed_budget = await _pacer_after(sent=4, latency=5.0)  # 40 a minute, 5 s a page
+    new, shrunk = shards.split_largest() or (None, None)
+    assert new is not None and shrunk is not None and shrunk.stream == "feed-002"
+    kept_days = (11 * DAY - shrunk.since_ms) / DAY
+    assert kept_days == pytest.approx(_kept_events(3, 25_000) / 5000, abs=1e-6)
+    assert (new.since_ms, new.until_ms) == (5 * DAY, shrunk.since_ms)
+
+
 def test_no_split_below_the_minimum() -> None:
     shards = Shards(floor_ms=0, ceiling_ms=10 * DAY, min_split_ms=3 * DAY, clock=lambda: 0.0)
     shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=5 * DAY))
