@@ -40,6 +40,7 @@ log = logging.getLogger("flowtel")
 
 STATS_PATH = "/internal/stats"
 NORMALIZE_SLICE = 500  # events normalized between two checkpoints (about 2 ms)
+RESPLIT_EVERY = 2.0  # seconds between asking again for a split that was declined
 GC_YOUNG_THRESHOLD = 1_000_000  # allocations between young-generation passes (Python: 700)
 
 
@@ -251,14 +252,21 @@ async def _paginate_all(
     for cp in streams:
         nursery.start_soon(walk, cp, send_pages.clone())
     active = len(streams)
+    unfilled = 0  # streams that finished without a split to take their place
     while active:
-        stream = await finished_receive.receive()
-        active -= 1
-        if shards is None:
+        # A split declined may be worth it later (the listing keeps pages while the feed's
+        # window has no room for them, and may be the last stream left): asked again.
+        with trio.move_on_after(RESPLIT_EVERY if unfilled else math.inf):
+            stream = await finished_receive.receive()
+            active -= 1
+            if shards is not None:
+                shards.finished(stream)
+                unfilled += 1
+        if shards is None or not unfilled:
             continue
-        shards.finished(stream)
         split = shards.split_largest()
         if split is not None:
+            unfilled -= 1
             new, shrunk = split
             # The new shard's checkpoint goes into the channel before the shrunk stream can
             # send a page with its raised bound (pages commit in order): at every moment the

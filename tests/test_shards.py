@@ -10,7 +10,7 @@ import pytest
 import trio
 
 import flowtel
-from flowtel._ingest import api_stats, plan_run
+from flowtel._ingest import RESPLIT_EVERY, Run, _paginate_all, api_stats, plan_run
 from flowtel._model import Checkpoint, Page
 from flowtel._paginator import paginate
 from flowtel._ratelimit import RateLimiter
@@ -267,6 +267,33 @@ async def test_the_stream_with_most_pages_left_is_split_not_the_slowest_so_far(
     kept_days = (11 * DAY - shrunk.since_ms) / DAY
     assert kept_days == pytest.approx(_kept_events(3, 25_000) / 5000, abs=1e-6)
     assert (new.since_ms, new.until_ms) == (5 * DAY, shrunk.since_ms)
+
+
+async def test_a_declined_split_is_asked_for_again(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream that finishes frees a place that a split fills; a split declined then (the
+    listing keeps its pages while the feed has no room for them) is asked for again every
+    RESPLIT_EVERY seconds, not only when another stream finishes: the listing may be the
+    last stream left, and would wait a whole window for pages the feed could fetch."""
+    asked: list[float] = []
+    monkeypatch.setattr(Shards, "split_largest", lambda self: asked.append(trio.current_time()))
+    # A listing of one request a minute: it walks on while feed-001, done, has finished.
+    sim = Simulator(
+        attrs.evolve(profile("fast"), events=1000, listing=Endpoint(window=Window(1, 60.0)))
+    )
+    shards = Shards(floor_ms=0, ceiling_ms=DAY)
+    streams = [Checkpoint(LISTING, "events"), Checkpoint("feed-001", "feed", done=True)]
+    settings = flowtel.Settings(
+        api_key=sim.api_key, api_url=sim.config.base_url, database_url="postgresql://x/y"
+    )
+    send, _receive = trio.open_memory_channel[Page](math.inf)
+    async with fetcher_for(sim, page_size=100) as fetcher:
+        run = Run(stats=fetcher.stats, fetcher=fetcher)
+        with trio.move_on_after(7.0):
+            async with trio.open_nursery() as nursery:
+                await _paginate_all(nursery, settings, run, streams, shards, send)
+    assert asked == [0.0, RESPLIT_EVERY, 2 * RESPLIT_EVERY, 3 * RESPLIT_EVERY]
 
 
 def test_no_split_below_the_minimum() -> None:
