@@ -194,6 +194,20 @@ class FeedPacer:
         self._in_flight -= 1
         self._wake()
 
+    def departed(self, ticket: Ticket) -> Ticket:
+        """The request leaves only now: it waited after its ticket (for a stream token being
+        renewed). The server counts it from now, so a window it opened opens now too, or
+        the next would open that much early, into 429s at its first requests."""
+        now = self.clock()
+        if now <= ticket.sent_at:
+            return ticket
+        if self._window_start == ticket.sent_at:
+            self._window_start = now
+        with contextlib.suppress(ValueError):
+            self._sent.remove(ticket.sent_at)
+            self._sent.append(now)
+        return attrs.evolve(ticket, sent_at=now)
+
     def seconds_for(self, requests: int) -> float | None:
         """How long until `requests` more full pages are answered in the budget learned so
         far: a window's requests go at once, as many at a time as concurrency allows (None

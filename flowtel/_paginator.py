@@ -107,6 +107,8 @@ class Fetcher:
                 raise
             path, headers = access.endpoint, {access.header: access.token.reveal()}
             secrets = (access.token,)
+            if isinstance(limiter, FeedPacer):
+                ticket = limiter.departed(ticket)
         self.stats.requests += 1
         endpoint = limiter.name
         try:

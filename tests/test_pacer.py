@@ -167,6 +167,24 @@ async def test_with_the_runs_size_known_the_length_is_settled_in_the_second_wind
         assert server.refused / (server.ok + server.refused) <= pacer.refusal_share
 
 
+async def test_a_window_opens_when_its_first_request_leaves(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A request that waits after its ticket (for a stream token being renewed, 2 s here)
+    reaches the server later, which starts its window then: the pacer's window starts then
+    too, so the next one does not open 2 s early, into 429s at its first requests."""
+    pacer = await _pacer_after(sent=0, latency=0.0)
+    first = await pacer.acquire()  # opens a window at t = 0
+    await trio.sleep(2.0)
+    first = pacer.departed(first)
+    assert first.sent_at == 2.0
+    for _ in range(39):
+        pacer.answered(await pacer.acquire(), {}, events=5000)
+    pacer.answered(first, {}, events=5000)
+    await pacer.acquire()  # the 41st waits for the next window: 60 s after the first left
+    assert trio.current_time() == 62.0
+
+
 async def test_a_raised_limit_is_found(autojump_clock: trio.abc.Clock) -> None:
     pacer, server = FeedPacer(), Throttle(40, 60.0)
     await drive(pacer, server, pages=120)
