@@ -356,6 +356,7 @@ async def plan_run(
         feed_budget=fetcher.feed_limiter,
         events_per_ms=per_ms,
         page_size=settings.page_size,
+        total=info.total,
     )
     for cp in after_pages(active, first):
         shards.add(cp)

@@ -109,14 +109,18 @@ class Shards:
     feed_budget: FeedPacer | None = None
     events_per_ms: float = 0.0  # the data's density on average (0: unknown)
     page_size: int = 5000
+    total: int | None = None  # the events the API holds (/internal/stats), if it said
     streams: dict[str, Checkpoint] = attrs.Factory(dict)  # latest known state, active only
     # Per stream: when this run started it, the top of its range and its events then.
     _origin: dict[str, tuple[float, int, int]] = attrs.Factory(dict)
     _next: int = 0
     _feed_speed: float | None = None
     _feed_pages: int = 0  # pages the feed's streams have had in this run
+    _fetched: int = 0  # events the streams have fetched, in this run and the ones it resumes
     _feed_requests_before: int = 0  # the feed's requests before the streams (range probes)
     _waiting: dict[str, trio.CancelScope] = attrs.Factory(dict)  # streams in a fetch
+    # Per new shard: the (events, ms) its parent had walked, for its density until it has its own.
+    _inherited: dict[str, tuple[int, int]] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
         if self.feed_budget is not None:
@@ -125,6 +129,7 @@ class Shards:
     def add(self, cp: Checkpoint) -> None:
         self.streams[cp.stream] = cp
         self._origin[cp.stream] = (self.clock(), self._top(cp), cp.events)
+        self._fetched += cp.events
         if cp.stream.startswith("feed-"):
             with contextlib.suppress(ValueError):
                 self._next = max(self._next, int(cp.stream[5:]))
@@ -136,6 +141,8 @@ class Shards:
     def progressed(self, cp: Checkpoint) -> None:
         if cp.source == "feed":
             self._feed_pages += 1
+        if (before := self.streams.get(cp.stream)) is not None:
+            self._fetched += cp.events - before.events
         if cp.done:
             self.streams.pop(cp.stream, None)
         elif cp.stream in self.streams:
@@ -169,8 +176,31 @@ class Shards:
                 self._waiting.pop(stream, None)
 
     def remaining_ms(self, cp: Checkpoint) -> int:
-        bottom = cp.since_ms if cp.since_ms is not None else self.floor_ms
-        return max(self._top(cp) - bottom, 0)
+        return max(self._top(cp) - self._bottom(cp), 0)
+
+    def _bottom(self, cp: Checkpoint) -> int:
+        return cp.since_ms if cp.since_ms is not None else self._oldest()
+
+    def _oldest(self) -> int:
+        """Where the oldest stream, open below, should end: `floor_ms` (the range probe's
+        bound, below the data by the probe's margin), or above it where the API's total
+        leaves fewer events than that below the stream. Sized from `floor_ms` alone, the
+        oldest stream looked 5 pages longer than it was in a 300k run, and a split gave a
+        new shard a range with no data (418), a request for nothing."""
+        open_below = [cp for cp in self.streams.values() if cp.since_ms is None]
+        if self.total is None or len(open_below) != 1:
+            return self.floor_ms
+        density, _ = self._density(open_below[0])
+        if density <= 0:
+            return self.floor_ms
+        elsewhere = sum(
+            self.remaining_ms(cp) * self._density(cp)[0]
+            for cp in self.streams.values()
+            if cp.since_ms is not None
+        )
+        left = max(self.total - self._fetched - elsewhere, 0.0)
+        top = self._top(open_below[0])
+        return min(top, max(self.floor_ms, int(top - left / density)))
 
     def speed(self, cp: Checkpoint) -> float | None:
         """Milliseconds of the range this stream walks per second, so far (None: unknown)."""
@@ -185,13 +215,22 @@ class Shards:
         return self.remaining_ms(cp) * density / self.page_size if density > 0 else None
 
     def _density(self, cp: Checkpoint) -> tuple[float, int]:
-        """Events per ms ahead of this stream, and how many events that was measured on: the
-        stream's own so far, else the run's average (taken as known to a page's worth)."""
-        _, top, events = self._origin.get(cp.stream, (0.0, self._top(cp), cp.events))
-        covered, fetched = top - self._top(cp), cp.events - events
+        """Events per ms ahead of this stream, and how many events that was measured on: what
+        the stream and the one it was split from have walked, else the run's average (taken
+        as known to a page's worth)."""
+        fetched, covered = self._walked(cp)
         if covered > 0 and fetched > 0:
             return fetched / covered, fetched
         return self.events_per_ms, self.page_size
+
+    def _walked(self, cp: Checkpoint) -> tuple[int, int]:
+        """(events, ms) this stream has walked in this run, with what its parent had when
+        it was split off. A new shard sized by the run's average density instead would be
+        sized wrong by as much as the estimate of the data's oldest instant is: a shard of
+        one page's worth then held 1.01 pages, and cost a request for 44 events."""
+        _, top, events = self._origin.get(cp.stream, (0.0, self._top(cp), cp.events))
+        inherited_events, inherited_ms = self._inherited.get(cp.stream, (0, 0))
+        return cp.events - events + inherited_events, top - self._top(cp) + inherited_ms
 
     def _kept_range(self, cp: Checkpoint, span: int, pages: float, kept: int) -> int:
         """The part of the stream's `span` (ms, `pages` pages' worth) that its next `kept`
@@ -268,8 +307,7 @@ class Shards:
                 # a last page with a tenth of a page in its range.
                 kept = max(1, round((span - cut) / span * pages))
                 cut = span - self._kept_range(slowest, span, pages, kept)
-        bottom = slowest.since_ms if slowest.since_ms is not None else self.floor_ms
-        mid = bottom + cut
+        mid = self._bottom(slowest) + cut
         self._next += 1
         new = Checkpoint(
             stream=f"feed-{self._next:03d}", source="feed", since_ms=slowest.since_ms, until_ms=mid
@@ -360,9 +398,9 @@ class Shards:
         checkpoint is on its way to the database ahead of the shrunk stream's next page:
         otherwise a crash could save the shrunk stream as done without the new shard."""
         if shrunk.stream in self.streams:
-            self.streams[shrunk.stream] = attrs.evolve(
-                self.streams[shrunk.stream], since_ms=shrunk.since_ms
-            )
+            parent = self.streams[shrunk.stream]
+            self._inherited[new.stream] = self._walked(parent)
+            self.streams[shrunk.stream] = attrs.evolve(parent, since_ms=shrunk.since_ms)
         self.add(new)
         if self.emptied(shrunk.stream) and shrunk.stream in self._waiting:
             self._waiting[shrunk.stream].cancel()

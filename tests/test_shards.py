@@ -240,6 +240,58 @@ def test_a_split_at_its_minimum_still_leaves_whole_pages() -> None:
     assert kept_pages < 2
 
 
+def test_a_new_shard_is_sized_by_the_density_its_parent_walked() -> None:
+    """A shard split off before it has a page of its own is split again by what the stream it
+    came from has walked, not by the run's average density, which the range probe's margin
+    below the oldest event makes too low (here 10 %): sized by that, a part kept as 15 pages
+    would hold 16.6, and cost two requests more, one of them for a few events."""
+    shards = Shards(floor_ms=0, ceiling_ms=100 * DAY, min_split_ms=DAY, clock=lambda: 0.0)
+    shards.events_per_ms = 0.9 * 5000 / DAY  # the truth is 5,000 a day
+    shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=100 * DAY))
+    walked = attrs.evolve(shards.streams["feed-001"], watermark=_instant(60 * DAY), events=200_000)
+    shards.progressed(walked)
+    new, shrunk = shards.split_largest() or (None, None)
+    assert new is not None and shrunk is not None and new.until_ms is not None
+    shards.apply_split(new, shrunk)
+    shards.finished("feed-001")
+    again, shrunk_new = shards.split_largest() or (None, None)
+    assert again is not None and shrunk_new is not None and shrunk_new.stream == new.stream
+    assert shrunk_new.since_ms is not None
+    pages = new.until_ms / DAY  # a page a day
+    kept_days = (new.until_ms - shrunk_new.since_ms) / DAY
+    assert kept_days == pytest.approx(_kept_events(round(pages / 2), 200_000) / 5000, abs=1e-6)
+
+
+def test_the_oldest_stream_ends_where_the_apis_total_says() -> None:
+    """The oldest stream is open below, and the range probe's bound lies below the data by a
+    margin. With the API's total, the events not yet fetched and not in another stream's
+    range are what is left below: the stream is sized by that, and a split of it gives the
+    new shard a range that holds data (not one below the oldest event, answered 418)."""
+    per_day = 5000  # the data: 20 to 100 days, 400,000 events; the probe's bound: day 0
+    for total, pages_left in ((None, 45), (400_000, 25)):
+        shards = Shards(floor_ms=0, ceiling_ms=100 * DAY, min_split_ms=DAY, total=total)
+        shards.clock = lambda: 0.0
+        shards.add(Checkpoint("feed-001", "feed", until_ms=50 * DAY))
+        shards.add(Checkpoint("feed-002", "feed", since_ms=50 * DAY, until_ms=100 * DAY))
+        for stream, top in (("feed-001", 50), ("feed-002", 100)):
+            cp = shards.streams[stream]
+            shards.progressed(
+                attrs.evolve(cp, watermark=_instant((top - 5) * DAY), events=5 * per_day)
+            )
+        oldest = shards.streams["feed-001"]
+        assert shards.pages_left(oldest) == pytest.approx(pages_left, rel=1e-6)
+    done = attrs.evolve(
+        shards.streams["feed-002"], watermark=_instant(50 * DAY - 1), events=50 * per_day, done=True
+    )
+    shards.progressed(done)  # its events fetched: still not below the oldest stream
+    shards.finished("feed-002")
+    assert shards.pages_left(shards.streams["feed-001"]) == pytest.approx(25, rel=1e-6)
+    new, shrunk = shards.split_largest() or (None, None)
+    assert new is not None and shrunk is not None and shrunk.stream == "feed-001"
+    assert new.since_ms is None and new.until_ms is not None
+    assert 30 * DAY < new.until_ms < 35 * DAY  # about half of days 20 to 45, not of 0 to 45
+
+
 async def test_the_stream_with_most_pages_left_is_split_not_the_slowest_so_far(
     autojump_clock: trio.abc.Clock,
 ) -> None:
