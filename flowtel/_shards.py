@@ -193,10 +193,8 @@ class Shards:
         density, _ = self._density(open_below[0])
         if density <= 0:
             return self.floor_ms
-        elsewhere = sum(
-            self.remaining_ms(cp) * self._density(cp)[0]
-            for cp in self.streams.values()
-            if cp.since_ms is not None
+        elsewhere = self.page_size * sum(
+            self.pages_left(cp) or 0.0 for cp in self.streams.values() if cp.since_ms is not None
         )
         left = max(self.total - self._fetched - elsewhere, 0.0)
         top = self._top(open_below[0])

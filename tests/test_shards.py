@@ -269,8 +269,9 @@ def test_the_oldest_stream_ends_where_the_apis_total_says() -> None:
     new shard a range that holds data (not one below the oldest event, answered 418)."""
     per_day = 5000  # the data: 20 to 100 days, 400,000 events; the probe's bound: day 0
     for total, pages_left in ((None, 45), (400_000, 25)):
-        shards = Shards(floor_ms=0, ceiling_ms=100 * DAY, min_split_ms=DAY, total=total)
-        shards.clock = lambda: 0.0
+        shards = Shards(
+            floor_ms=0, ceiling_ms=100 * DAY, min_split_ms=DAY, clock=lambda: 0.0, total=total
+        )
         shards.add(Checkpoint("feed-001", "feed", until_ms=50 * DAY))
         shards.add(Checkpoint("feed-002", "feed", since_ms=50 * DAY, until_ms=100 * DAY))
         for stream, top in (("feed-001", 50), ("feed-002", 100)):
