@@ -351,6 +351,7 @@ async def plan_run(
     shards = Shards(
         time_range.oldest_ms,
         time_range.newest_ms,
+        floor_estimated=time_range.estimated,
         min_split_ms=min_split,
         listing_budget=fetcher.events_limiter,
         feed_budget=fetcher.feed_limiter,

@@ -209,6 +209,10 @@ async def paginate(
                     # The feed answers 418 for a range outside the data: nothing to fetch here.
                     log.info("%s: the feed has no data in this range (418)", cp.stream)
                     cp = attrs.evolve(cp, cursor=None, cursor_expires_at=None, done=True)
+                    if shards is not None:
+                        # At once, not when the run hears it has finished: until then, a
+                        # split could still carve a new shard off this empty range.
+                        shards.finished(cp.stream)
                     await send_pages.send(Page(cp.stream, [], cp))
                     return
                 raise

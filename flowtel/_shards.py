@@ -31,9 +31,12 @@ DAY_MS = 86_400_000
 
 @attrs.frozen
 class TimeRange:
-    oldest_ms: int  # at or before the oldest event (an estimate may be earlier, never later)
+    oldest_ms: int  # at or before the oldest event, unless `estimated`
     newest_ms: int
     density: float | None = None  # events per ms, where a sample of the data measured it
+    # True: `oldest_ms` was not asked of the API but worked out from its total and `density`
+    # (with a margin); where the data is uneven, some of it may lie below.
+    estimated: bool = False
 
 
 # What a planned stream holds less than whole pages, where the data's density is known: its
@@ -110,6 +113,7 @@ class Shards:
     events_per_ms: float = 0.0  # the data's density on average (0: unknown)
     page_size: int = 5000
     total: int | None = None  # the events the API holds (/internal/stats), if it said
+    floor_estimated: bool = False  # `floor_ms` not probed: some data may lie below it
     streams: dict[str, Checkpoint] = attrs.Factory(dict)  # latest known state, active only
     # Per stream: when this run started it, the top of its range and its events then.
     _origin: dict[str, tuple[float, int, int]] = attrs.Factory(dict)
@@ -182,9 +186,9 @@ class Shards:
         return cp.since_ms if cp.since_ms is not None else self._oldest()
 
     def _oldest(self) -> int:
-        """Where the oldest stream, open below, should end: `floor_ms` (the range probe's
-        bound, below the data by the probe's margin), or above it where the API's total
-        leaves fewer events than that below the stream. Sized from `floor_ms` alone, the
+        """Where the oldest stream, open below, should end: where the API's total leaves no
+        events below it, and not below `floor_ms` unless that is only an estimate. Sized from
+        `floor_ms` alone (the range probe's bound, below the data by the probe's margin), the
         oldest stream looked 5 pages longer than it was in a 300k run, and a split gave a
         new shard a range with no data (418), a request for nothing."""
         open_below = [cp for cp in self.streams.values() if cp.since_ms is None]
@@ -198,7 +202,8 @@ class Shards:
         )
         left = max(self.total - self._fetched - elsewhere, 0.0)
         top = self._top(open_below[0])
-        return min(top, max(self.floor_ms, int(top - left / density)))
+        bottom = int(top - left / density)
+        return min(top, bottom if self.floor_estimated else max(self.floor_ms, bottom))
 
     def speed(self, cp: Checkpoint) -> float | None:
         """Milliseconds of the range this stream walks per second, so far (None: unknown)."""
@@ -416,10 +421,6 @@ class Shards:
 
 # The first probe's size: the density of this many newest events says where the oldest is.
 DENSITY_SAMPLE = 1000
-# Beyond the estimated oldest instant, these shares of the estimated span are probed in turn
-# until one finds nothing: a range a little wider than the data costs a near-empty shard,
-# one narrower would leave a stream that the splits size wrongly.
-ESTIMATE_MARGINS = (1.05, 1.25, 1.6, 2.5, 4.0)
 
 
 async def discover_range(
@@ -432,11 +433,13 @@ async def discover_range(
 
     Every probe is a request of the feed's budget. The first asks for the newest
     DENSITY_SAMPLE events, unless `newest_events` gives them (the instants of the listing's
-    first page, and whether the API has more). With the API's `total`, their density says
-    how far back the oldest should be, and one probe a little beyond that usually finds
-    nothing, which bounds the range (an answer that holds every event is the range itself).
-    Without a total (or where the estimate falls short) the search goes back further and
-    further until an answer is empty: the last empty one is below the oldest.
+    first page, and whether the API has more); an answer that holds every event is the range
+    itself. With the API's `total`, their density says how far back the oldest should be:
+    that is the range, `estimated`, and no probe is sent. A probe below it would cost a
+    request in every run to confirm it, and an estimate that is off loses nothing: the
+    oldest shard is open below, and the splits size it from the total. Without
+    a total the search goes back further and further until an answer is empty: the last
+    empty one is below the oldest.
     """
     if stats_range is not None:
         return stats_range
@@ -451,11 +454,17 @@ async def discover_range(
         return TimeRange(oldest_ms=sampled_oldest, newest_ms=newest)
     density = (len(top) - 1) / (newest - sampled_oldest) if newest > sampled_oldest else None
     if total and total > len(top) > 1 and density:
-        estimate = (total - 1) / density
-        steps = [int(estimate * margin) for margin in ESTIMATE_MARGINS]
-    else:
-        steps = []
-    steps += [DAY_MS * 2**k for k in range(16)]
+        oldest = newest - int((total - 1) / density)
+        log.info(
+            "the data's time range: %s to %s (estimated from the API's total and the "
+            "density of the newest %d events; %d of the feed's requests)",
+            _iso(oldest),
+            _iso(newest),
+            len(top),
+            fetcher.feed_limiter.requests - spent,
+        )
+        return TimeRange(oldest, newest, density=density, estimated=True)
+    steps = [DAY_MS * 2**k for k in range(16)]
     found = sampled_oldest  # the oldest instant known to hold data
     for step in steps:
         probe = newest - step

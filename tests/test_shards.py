@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
 import attrs
+import httpx
 import pytest
 import trio
 
@@ -469,20 +471,22 @@ async def discovered(sim: Simulator, total: int | None) -> tuple[TimeRange, list
     return found, [q.get("until", "") for _, p, _, q in recorder.log if p == feed]
 
 
-async def test_the_total_and_the_newest_events_bound_the_range_in_two_requests(
+async def test_the_total_and_the_newest_events_estimate_the_range_in_one_request(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     # /internal/stats gives the total, not the time range (the contract): the density of the
-    # newest 1,000 events puts the oldest, and one probe a little below it finds nothing.
+    # newest 1,000 events puts the oldest, and no probe is spent to confirm it.
     sim = Simulator(attrs.evolve(profile("live"), events=300_000, seed=4))
     oldest, newest = sim.dataset.time_range_ms()
     with caplog.at_level(logging.INFO, logger="flowtel.shards"):
         found, untils = await discovered(sim, len(sim.dataset))
-    assert len(untils) == 2
-    assert "(found with 2 of the feed's requests)" in caplog.text
-    assert found.newest_ms == newest
-    assert found.oldest_ms <= oldest  # never later than the oldest: nothing falls outside
-    assert newest - found.oldest_ms <= 1.15 * (newest - oldest)  # planned on nearly the data
+    assert untils == [""]  # the newest 1,000, and nothing more
+    assert "estimated from the API's total and the density of the newest 1000 events" in (
+        caplog.text
+    )
+    assert found.estimated and found.newest_ms == newest
+    # A 1,000-event sample puts the oldest to within a few percent of the span.
+    assert abs(found.oldest_ms - oldest) <= 0.1 * (newest - oldest)
     # The sample's density, which sizes the shards in whole pages.
     assert found.density == pytest.approx(len(sim.dataset) / (newest - oldest), rel=0.02)
 
@@ -491,8 +495,8 @@ async def test_the_listings_first_page_is_the_density_sample(
     database_url: str, pg_admin: object, caplog: pytest.LogCaptureFixture
 ) -> None:
     # With the listing in the run, its first page holds the newest events: their density
-    # puts the oldest, so the feed spends one request on the range (the probe below it),
-    # and the page's events are stored like any other's.
+    # puts the oldest, so the feed spends no request on the range, and the page's events are
+    # stored like any other's.
     sim = Simulator(attrs.evolve(profile("fast"), events=30_000, seed=5))
     recorder = Recorder(sim)
     settings = settings_for(sim, database_url, page_size=1000)
@@ -503,10 +507,9 @@ async def test_the_listings_first_page_is_the_density_sample(
     pages = [(path, query) for _, path, _, query in recorder.log if path != "/internal/stats"]
     pages = [(path, query) for path, query in pages if "stream-access" not in path]
     assert pages[0] == ("/api/v1/events", {"limit": "1000"})
-    assert pages[1][0] == sim.config.feed_path and pages[1][1]["limit"] == "1"
-    assert int(pages[1][1]["until"]) < sim.dataset.time_range_ms()[0]  # below the oldest
-    assert "(found with 1 of the feed's requests)" in caplog.text
-    assert summary.requests == summary.pages + 1  # no faults here: the probe is the one more
+    assert all(query["limit"] == "1000" for _, query in pages)  # no probe of one event
+    assert "density of the newest 1000 events; 0 of the feed's requests" in caplog.text
+    assert summary.requests == summary.pages  # no faults here, and no request for nothing
 
 
 async def test_data_smaller_than_the_sample_is_its_own_range(
@@ -518,25 +521,60 @@ async def test_data_smaller_than_the_sample_is_its_own_range(
     assert found == TimeRange(*sim.dataset.time_range_ms())
 
 
+class MisstatedTotal(SimulatorTransport):
+    """The simulator, but /internal/stats says `scale` times as many events as it holds."""
+
+    def __init__(self, sim: Simulator, scale: float) -> None:
+        super().__init__(sim)
+        self.scale = scale
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if request.url.path != "/internal/stats":
+            return response
+        body = json.loads(await response.aread())
+        body["totals"]["events"] = int(body["totals"]["events"] * self.scale)
+        return httpx.Response(200, json=body)
+
+
 @pytest.mark.parametrize("scale", [0.25, 4.0])
-async def test_a_misleading_total_costs_probes_never_events(
-    autojump_clock: trio.abc.Clock, scale: float
+async def test_a_misstated_total_costs_requests_never_events(
+    database_url: str, pg_admin: object, scale: float
 ) -> None:
-    # A total too small puts the estimate short: the probes go further back until one is
-    # empty. Too large: the range is too wide, which costs nearly empty shards, nothing else.
-    sim = Simulator(attrs.evolve(profile("fast"), events=20_000, seed=6))
-    oldest, newest = sim.dataset.time_range_ms()
-    found, untils = await discovered(sim, int(len(sim.dataset) * scale))
-    assert found.newest_ms == newest
-    assert found.oldest_ms <= oldest
-    probes = [int(u) for u in untils[1:]]  # the first request has no `until`: the newest
-    # Each probe but the last found data; the last, empty, is the range's floor.
-    assert all(p >= oldest for p in probes[:-1]) and probes[-1] < oldest
-    assert found.oldest_ms == probes[-1]
-    if scale > 1:
-        assert len(probes) == 1
-    else:
-        assert len(probes) > 1
+    # The total puts the range's estimated oldest instant: too small a total puts it too
+    # late, and the oldest shard, open below, holds most of the data; too large, too early,
+    # and the oldest shards hold none (answered 418, a request each).
+    sim = Simulator(attrs.evolve(profile("fast"), events=30_000, seed=5))
+    settings = settings_for(sim, database_url, page_size=1000, feed_shards=4)
+    summary = await flowtel.ingest(settings, transport=MisstatedTotal(sim, scale))
+    rows, count = stored_rows(pg_admin)
+    assert rows == expected_rows(sim) and count == 30_000
+    assert summary.outcome == "complete"
+    assert summary.requests <= summary.pages + 4  # at most a request for each empty shard
+
+
+def test_an_estimated_floor_does_not_cut_the_oldest_stream_short() -> None:
+    """The oldest stream's end is where the API's total leaves no events below it. A floor
+    from a probe, below the data, bounds that; an estimated one may be above some data, and
+    the total then says how far below it the stream goes."""
+    per_day = 5000  # the data: days 10 to 100, 450,000 events; the estimated floor: day 30
+    for estimated, pages_left in ((False, 15), (True, 35)):
+        shards = Shards(
+            floor_ms=30 * DAY,
+            ceiling_ms=100 * DAY,
+            min_split_ms=DAY,
+            clock=lambda: 0.0,
+            total=450_000,
+            floor_estimated=estimated,
+        )
+        shards.add(Checkpoint("feed-001", "feed", until_ms=50 * DAY))
+        shards.add(Checkpoint("feed-002", "feed", since_ms=50 * DAY, until_ms=100 * DAY))
+        for stream, top in (("feed-001", 50), ("feed-002", 100)):
+            cp = shards.streams[stream]
+            shards.progressed(
+                attrs.evolve(cp, watermark=_instant((top - 5) * DAY), events=5 * per_day)
+            )
+        assert shards.pages_left(shards.streams["feed-001"]) == pytest.approx(pages_left)
 
 
 async def test_shards_split_as_they_finish_and_the_run_is_exact(
