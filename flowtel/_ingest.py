@@ -30,7 +30,15 @@ from flowtel._paginator import Fetcher, fetch_first_page, paginate, within_bound
 from flowtel._ratelimit import RateLimiter
 from flowtel._retry import Backoff
 from flowtel._settings import Settings
-from flowtel._shards import LISTING, Shards, TimeRange, discover_range, instants_of, plan
+from flowtel._shards import (
+    LISTING,
+    Shards,
+    TimeRange,
+    discover_range,
+    instants_of,
+    plan,
+    shard_name,
+)
 from flowtel._stats import RunStats, Summary
 from flowtel._timestamps import BadTimestamp, parse_instant, to_ms
 from flowtel._tokens import TokenKeeper
@@ -314,10 +322,16 @@ async def plan_run(
     first: list[Page] = []
     if not streams:
         newest = None
-        if feed and listing and time_range is None:
-            # The listing's first page holds the newest events, whose density says where the
-            # oldest are: the listing's budget pays for it, and its events are kept.
-            page = await fetch_first_page(Checkpoint(stream=LISTING, source="events"), fetcher)
+        if feed and time_range is None:
+            # The newest events' density says where the oldest are. The listing's first page
+            # holds them, on the listing's budget; without the listing, the first page of the
+            # newest feed shard (open above) does. Either way its events are kept.
+            sample = (
+                Checkpoint(stream=LISTING, source="events")
+                if listing
+                else Checkpoint(stream=shard_name(settings.feed_shards), source="feed")
+            )
+            page = await fetch_first_page(sample, fetcher)
             first, newest = [page], (instants_of(page.raw_events), not page.checkpoint.done)
         if feed:
             time_range = await discover_range(fetcher, time_range, info.total, newest)
@@ -338,7 +352,8 @@ async def plan_run(
                 events_per_ms=density,
                 page_size=settings.page_size,
             )
-            first = [within_bound(page, streams[0].since_ms) for page in first]
+            bounds = {cp.stream: cp.since_ms for cp in streams}
+            first = [within_bound(page, bounds[page.stream]) for page in first]
     active = [cp for cp in streams if not cp.done]
     if not feed or not active:
         return streams, None, first

@@ -84,9 +84,14 @@ def plan(
         since = None if i == 0 else edges[i]
         until = None if (i == feed_shards - 1 and not listing) else edges[i + 1]
         streams.append(
-            Checkpoint(stream=f"feed-{i + 1:03d}", source="feed", since_ms=since, until_ms=until)
+            Checkpoint(stream=shard_name(i + 1), source="feed", since_ms=since, until_ms=until)
         )
     return streams
+
+
+def shard_name(number: int) -> str:
+    """The stream name of the feed's shard `number`: `plan` numbers them oldest first."""
+    return f"feed-{number:03d}"
 
 
 @attrs.define
@@ -313,7 +318,7 @@ class Shards:
         mid = self._bottom(slowest) + cut
         self._next += 1
         new = Checkpoint(
-            stream=f"feed-{self._next:03d}", source="feed", since_ms=slowest.since_ms, until_ms=mid
+            stream=shard_name(self._next), source="feed", since_ms=slowest.since_ms, until_ms=mid
         )
         return new, attrs.evolve(slowest, since_ms=mid)
 
@@ -432,14 +437,14 @@ async def discover_range(
     """The data's time range: from /internal/stats when it says, else from the feed.
 
     Every probe is a request of the feed's budget. The first asks for the newest
-    DENSITY_SAMPLE events, unless `newest_events` gives them (the instants of the listing's
-    first page, and whether the API has more); an answer that holds every event is the range
-    itself. With the API's `total`, their density says how far back the oldest should be:
-    that is the range, `estimated`, and no probe is sent. A probe below it would cost a
-    request in every run to confirm it, and an estimate that is off loses nothing: the
-    oldest shard is open below, and the splits size it from the total. Without
-    a total the search goes back further and further until an answer is empty: the last
-    empty one is below the oldest.
+    DENSITY_SAMPLE events, unless `newest_events` gives them: the instants of a first page
+    the run keeps (the listing's, or the newest feed shard's), and whether the API has more.
+    An answer that holds every event is the range itself. With the API's `total`, their
+    density says how far back the oldest should be: that is the range, `estimated`, and no
+    probe is sent. A probe below it would cost a request in every run to confirm it, and an
+    estimate that is off loses nothing: the oldest shard is open below, and the splits size
+    it from the total. Without a total the search goes back further and further until an
+    answer is empty: the last empty one is below the oldest.
     """
     if stats_range is not None:
         return stats_range

@@ -512,6 +512,26 @@ async def test_the_listings_first_page_is_the_density_sample(
     assert summary.requests == summary.pages  # no faults here, and no request for nothing
 
 
+async def test_without_the_listing_the_newest_shards_first_page_is_the_sample(
+    database_url: str, pg_admin: object
+) -> None:
+    # The feed alone: the newest events come on the first page of the newest shard (open
+    # above), asked for without bounds; it is kept, and its stream goes on from its cursor.
+    sim = Simulator(attrs.evolve(profile("fast"), events=30_000, seed=5))
+    recorder = Recorder(sim)
+    settings = settings_for(sim, database_url, page_size=1000, source="feed", feed_shards=4)
+    summary = await flowtel.ingest(settings, transport=recorder)
+    rows, count = stored_rows(pg_admin)
+    assert rows == expected_rows(sim) and count == 30_000
+    feed = [query for _, path, _, query in recorder.log if path == sim.config.feed_path]
+    assert feed[0] == {"limit": "1000"}
+    assert summary.requests == summary.pages and summary.duplicates == 0
+    (newest,) = pg_admin.fetch(  # type: ignore[attr-defined]
+        "SELECT pages, until_ms FROM checkpoints WHERE stream = 'feed-004'"
+    )
+    assert newest["until_ms"] is None and newest["pages"] > 1  # went on from that page
+
+
 async def test_data_smaller_than_the_sample_is_its_own_range(
     autojump_clock: trio.abc.Clock,
 ) -> None:
