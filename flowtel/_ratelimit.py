@@ -89,7 +89,7 @@ class RateLimiter:
         while True:
             now = self.clock()
             if now < self.blocked_until:
-                held = True
+                held = self._hold(held)
                 await self._wait(self.blocked_until)
                 continue
             if self.window_end is not None and now >= self.window_end:
@@ -104,13 +104,19 @@ class RateLimiter:
                 self.remaining -= 1
                 break
             else:
-                held = True
+                held = self._hold(held)
                 await self._wait(self.window_end if self.window_end is not None else math.inf)
         self._in_flight += 1
         self.requests += 1
-        self.held_back += held
         self.waited += self.clock() - started
         return Ticket(sent_at=self.clock(), epoch=self._epoch)
+
+    def _hold(self, held: bool) -> bool:
+        """Count a request as held back once, as soon as it starts to wait: a split decided
+        while the listing waits for its next window must know that its budget holds it."""
+        if not held:
+            self.held_back += 1
+        return True
 
     def answered(self, ticket: Ticket, headers: Mapping[str, str], events: int = 0) -> None:
         """Learn from an answer (any status) to a request sent with `ticket`."""

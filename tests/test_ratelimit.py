@@ -57,6 +57,22 @@ async def test_eleventh_request_waits_for_the_window(autojump_clock: trio.abc.Cl
     assert limiter.limit == 10 and limiter.window == 60
 
 
+async def test_a_request_counts_as_held_back_from_when_it_starts_to_wait(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # A split decided while the listing waits for its next window needs to know the budget
+    # holds it back then, not only once the wait is over.
+    limiter, server, log = RateLimiter("events"), FixedWindow(10, 60), []
+    for _ in range(10):
+        await send(limiter, server, log)
+    assert limiter.held_back == 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send, limiter, server, log)
+        await trio.sleep(30)
+        assert limiter.held_back == 1 and len(log) == 10  # waiting, half a window to go
+    assert log[-1] == 60.0 and limiter.held_back == 1  # counted once
+
+
 async def test_learns_another_window_from_headers(autojump_clock: trio.abc.Clock) -> None:
     limiter, server, log = RateLimiter("events"), FixedWindow(7, 13), []
     for _ in range(15):
