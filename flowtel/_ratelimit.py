@@ -183,6 +183,15 @@ class RateLimiter:
         latency = self.latency
         return window_seconds(requests, left, wait, self.limit, self.window, lambda n: n * latency)
 
+    def holds_in_next_window(self, requests: int) -> bool:
+        """Whether `requests` more go before the window after the next one (False until the
+        budget is known)."""
+        if self.limit is None:
+            return False
+        now = self.clock()
+        live = self.window_end is not None and self.blocked_until <= now < self.window_end
+        return requests <= (self.remaining or 0 if live else 0) + self.limit
+
     def seconds_to_next_slot(self) -> float:
         """For progress displays: 0 when a request could go now."""
         now = self.clock()

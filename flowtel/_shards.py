@@ -356,6 +356,19 @@ class Shards:
         pages = self.pages_left(cp)
         if pages is None or self._listing_seconds(cp, pages) is None:
             return None
+        pacer = self.feed_budget
+        if (
+            pacer is not None
+            and pacer.mode == "learning"
+            and self.feed_pages_left() > 0
+            and self.listing_budget is not None
+            and self.listing_budget.holds_in_next_window(math.ceil(pages))
+        ):
+            # The feed has shown no limit yet, but may meet one any moment (the live one does
+            # after 40 requests): pages handed to it would then wait for its next window and
+            # walk there in rounds of its capacity, 5 s each, where the listing does its next
+            # window's in a second. Asked again every RESPLIT_EVERY, with more known.
+            return 0
         span = self.remaining_ms(cp)
         cuts = []
         for kept in range(math.ceil(pages) + 1):

@@ -14,6 +14,7 @@ import trio
 import flowtel
 from flowtel._ingest import RESPLIT_EVERY, Run, _paginate_all, api_stats, plan_run
 from flowtel._model import Checkpoint, Page
+from flowtel._pacer import FeedPacer
 from flowtel._paginator import paginate
 from flowtel._ratelimit import RateLimiter
 from flowtel._shards import LISTING, Shards, TimeRange, discover_range, plan
@@ -192,6 +193,22 @@ def test_the_listing_keeps_what_its_windows_allow() -> None:
     new, shrunk = _listing_beside_a_feed_shard(unlimited, 0.5, 5).split_largest() or (None, None)
     kept = _kept_events(3, sample=15_000)
     assert shrunk is not None and shrunk.since_ms == 97 * DAY - int(7 * DAY * kept / (7 * 5000))
+
+
+def test_while_the_feed_shows_no_limit_the_listing_keeps_what_its_next_window_holds() -> None:
+    """A feed that has met no 429 yet may meet one any moment (the live one does after 40
+    requests a minute): pages handed to it would wait for its next window, where the
+    listing does its next window's in seconds. So the listing keeps them; a cut is made
+    when the listing has more than its next window holds (or once the feed's budget is
+    known: the other tests of the listing's cut)."""
+    spent = RateLimiter("events", limit=10, window=60.0, latency=0.5, remaining=0, held_back=1)
+    spent.window_end = 50.0
+    shards = _listing_beside_a_feed_shard(spent, 0.5, 5)  # 7 pages left: the next window's
+    shards.feed_budget = FeedPacer()  # still learning
+    assert shards.split_largest() is None
+    spent.limit = 5  # the next window holds 5 of the 7: a feed shard takes some at once
+    new, shrunk = shards.split_largest() or (None, None)
+    assert shrunk is not None and shrunk.stream == LISTING and new is not None
 
 
 def _kept_events(pages: int, sample: int, page_size: int = 5000) -> float:
