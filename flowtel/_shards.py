@@ -373,27 +373,35 @@ class Shards:
         cuts = []
         for kept in range(math.ceil(pages) + 1):
             keep = self._kept_range(cp, span, pages, kept)
-            feed = self._feed_seconds(pages * (span - keep) / span)
-            if feed is None:  # a new shard alone, at the speed feed shards have had
-                feed = (span - keep) / feed_speed
-            finish = max(self._listing_seconds(cp, kept) or 0.0, feed)
+            moved = pages * (span - keep) / span
+            listing = self._listing_seconds(cp, kept) or 0.0
+            cautious, expected = self._feed_seconds(moved), self._feed_seconds(moved, False)
+            if cautious is None or expected is None:
+                # A new shard alone, at the speed feed shards have had.
+                cautious = expected = (span - keep) / feed_speed
+            # The finish halfway between the feed's average faults and one standard deviation
+            # more. By the average alone, the feed would be handed pages whose one unlucky
+            # fault costs it a window, to gain a second; by the deviation alone, the listing
+            # would keep a page that costs it a window for certain (its window is spent),
+            # where the feed would have room for it unless its faults run high.
+            finish = (max(listing, cautious) + max(listing, expected)) / 2
             cuts.append((finish, -kept, span - keep))  # soonest; then the listing keeps most
         return min(cuts)[2]
 
-    def _feed_seconds(self, more_pages: float) -> float | None:
+    def _feed_seconds(self, more_pages: float, margin: bool = True) -> float | None:
         """Seconds the feed needs, in its learned windows, for what its streams have left and
         `more_pages` besides. None: its budget is not known yet."""
-        requests = self._feed_requests(more_pages)
+        requests = self._feed_requests(more_pages, margin)
         if requests is None or self.feed_budget is None:
             return None
         return self.feed_budget.seconds_for(requests)
 
-    def _feed_requests(self, more_pages: float) -> int | None:
+    def _feed_requests(self, more_pages: float, margin: bool = True) -> int | None:
         """Requests the feed needs for what its streams have left and `more_pages` besides.
         Each page costs the requests a page has cost so far (faults, damaged pages, partial
         last pages), and the feed may meet more faults than that average: a cut is never
-        undone, so the feed is given room for one standard deviation more. None: nothing to
-        go by yet."""
+        undone, so the feed is given room for one standard deviation more (unless `margin` is
+        False: the average alone). None: nothing to go by yet."""
         budget = self.feed_budget
         if budget is None or self._feed_pages == 0:
             return None
@@ -401,7 +409,7 @@ class Shards:
         requests = budget.requests - budget.throttled - self._feed_requests_before
         per_page = max(1.0, requests / self._feed_pages)
         extra = pages * (per_page - 1)
-        return math.ceil(pages + extra + math.sqrt(extra))
+        return math.ceil(pages + extra + (math.sqrt(extra) if margin else 0.0))
 
     def _feed_has_room(self) -> bool:
         """Whether the feed's window has room for all its streams have left and a request

@@ -711,6 +711,42 @@ async def test_the_listing_hands_the_feed_only_what_its_windows_have_room_for(
     assert wary.split_largest() is None
 
 
+async def test_a_page_the_listing_has_no_window_for_goes_to_a_feed_with_room_on_average(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The listing's window is spent until t = 45 and it has 11 pages: the 11th would wait
+    for its window at 105 s, for certain. The feed has 8 requests left in its window (until
+    120 s here) and 5 pages. Two more (the 11th, and the margin a split leaves the listing)
+    are 8 requests on average (7 pages at 32 requests for 30 so far), and 9 with a standard
+    deviation of faults, whose ninth would wait until 125 s. Halfway between the two, the
+    feed with them finishes sooner than the listing with the 11th: the feed takes them (the
+    listing kept all 11 when only the deviation counted)."""
+    listing_budget = RateLimiter("events", limit=10, window=60.0, latency=0.5, held_back=1)
+    listing_budget.remaining, listing_budget.window_end = 0, 45.0
+    shards = Shards(
+        floor_ms=0,
+        ceiling_ms=100 * DAY,
+        min_split_ms=DAY,
+        listing_budget=listing_budget,
+        events_per_ms=5000 / DAY,  # a page a day
+        page_size=5000,
+    )
+    shards.add(Checkpoint(LISTING, "events", since_ms=86 * DAY))
+    shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=10 * DAY))
+    shards.add(Checkpoint("feed-002", "feed", since_ms=0, until_ms=DAY))
+    shards.feed_budget = await _pacer_after(sent=32, latency=5.0)  # t = 5: 8 left
+    shards.feed_budget.window = 120.0
+    shards.progressed(attrs.evolve(shards.streams[LISTING], watermark=_instant(97 * DAY)))
+    feed = attrs.evolve(shards.streams["feed-001"], watermark=_instant(5 * DAY))
+    for _ in range(30):
+        shards.progressed(feed)
+    shards.finished("feed-002")
+    new, shrunk = shards.split_largest() or (None, None)
+    assert shrunk is not None and new is not None and shrunk.stream == LISTING
+    assert shrunk.since_ms == 97 * DAY - int(11 * DAY * _kept_events(10, 5000) / (11 * 5000))
+    assert (new.since_ms, new.until_ms) == (86 * DAY, shrunk.since_ms)
+
+
 async def test_in_the_last_window_the_last_pages_are_split_a_page_apart(
     autojump_clock: trio.abc.Clock,
 ) -> None:
