@@ -190,7 +190,7 @@ class RateLimiter:
             return False
         now = self.clock()
         live = self.window_end is not None and self.blocked_until <= now < self.window_end
-        return requests <= (self.remaining or 0 if live else 0) + self.limit
+        return requests <= ((self.remaining or 0) if live else 0) + self.limit
 
     def seconds_to_next_slot(self) -> float:
         """For progress displays: 0 when a request could go now."""

@@ -34,8 +34,8 @@ class TimeRange:
     oldest_ms: int  # at or before the oldest event, unless `estimated`
     newest_ms: int
     density: float | None = None  # events per ms, where a sample of the data measured it
-    # True: `oldest_ms` was not asked of the API but worked out from its total and `density`
-    # (with a margin); where the data is uneven, some of it may lie below.
+    # True: `oldest_ms` was not asked of the API but worked out from its total and `density`;
+    # where the data is uneven, some of it may lie below.
     estimated: bool = False
 
 

@@ -662,28 +662,30 @@ def _instant(ms: int) -> object:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
 
 
+def _listing_above_two_feed_shards(listing_budget: RateLimiter, since_day: int) -> Shards:
+    """At t = 0, a page a day: the listing from `since_day` up, feed-001 on days 0 to 10 and
+    feed-002 on day 0 to 1."""
+    shards = Shards(
+        floor_ms=0,
+        ceiling_ms=100 * DAY,
+        min_split_ms=DAY,
+        listing_budget=listing_budget,
+        events_per_ms=5000 / DAY,  # a page a day
+        page_size=5000,
+    )
+    shards.add(Checkpoint(LISTING, "events", since_ms=since_day * DAY))
+    shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=10 * DAY))
+    shards.add(Checkpoint("feed-002", "feed", since_ms=0, until_ms=DAY))
+    return shards
+
+
 async def test_the_listing_hands_the_feed_only_what_its_windows_have_room_for(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     """With the feed's budget known, a new feed shard is sized by the feed's windows (all its
     streams' pages left, and what they cost each so far), not by one shard's speed."""
     listing_budget = RateLimiter("events", limit=10, window=60.0, latency=0.5, held_back=1)
-
-    def shards_at_t0() -> Shards:
-        shards = Shards(
-            floor_ms=0,
-            ceiling_ms=100 * DAY,
-            min_split_ms=DAY,
-            listing_budget=listing_budget,
-            events_per_ms=5000 / DAY,  # a page a day
-            page_size=5000,
-        )
-        shards.add(Checkpoint(LISTING, "events", since_ms=90 * DAY))
-        shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=10 * DAY))
-        shards.add(Checkpoint("feed-002", "feed", since_ms=0, until_ms=DAY))
-        return shards
-
-    alone, beside, wary = shards_at_t0(), shards_at_t0(), shards_at_t0()
+    alone, beside, wary = (_listing_above_two_feed_shards(listing_budget, 90) for _ in range(3))
     feed_budget = await _pacer_after(sent=32, latency=5.0)  # t = 5: 8 left until 60
     beside.feed_budget = wary.feed_budget = feed_budget
     listing_budget.remaining, listing_budget.window_end = 0, 45.0  # 7 pages: 40 s + 3.5 s
@@ -723,17 +725,7 @@ async def test_a_page_the_listing_has_no_window_for_goes_to_a_feed_with_room_on_
     listing kept all 11 when only the deviation counted)."""
     listing_budget = RateLimiter("events", limit=10, window=60.0, latency=0.5, held_back=1)
     listing_budget.remaining, listing_budget.window_end = 0, 45.0
-    shards = Shards(
-        floor_ms=0,
-        ceiling_ms=100 * DAY,
-        min_split_ms=DAY,
-        listing_budget=listing_budget,
-        events_per_ms=5000 / DAY,  # a page a day
-        page_size=5000,
-    )
-    shards.add(Checkpoint(LISTING, "events", since_ms=86 * DAY))
-    shards.add(Checkpoint("feed-001", "feed", since_ms=0, until_ms=10 * DAY))
-    shards.add(Checkpoint("feed-002", "feed", since_ms=0, until_ms=DAY))
+    shards = _listing_above_two_feed_shards(listing_budget, 86)
     shards.feed_budget = await _pacer_after(sent=32, latency=5.0)  # t = 5: 8 left
     shards.feed_budget.window = 120.0
     shards.progressed(attrs.evolve(shards.streams[LISTING], watermark=_instant(97 * DAY)))
