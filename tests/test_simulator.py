@@ -291,6 +291,46 @@ async def test_feed_since_until_inclusive_with_ties() -> None:
             assert r.status_code == 418
 
 
+async def test_a_page_rendered_ahead_is_kept_for_each_of_many_streams() -> None:
+    # The real server renders each stream's next page between requests (`idle_work`). With ten
+    # streams walked in turn, each page must still be rendered once, and be the right page.
+    sim = Simulator(SMALL)
+    ds = sim.dataset
+    renders = 0
+    render = ds.render
+
+    def counting_render(*args: Any) -> list[str]:
+        nonlocal renders
+        renders += 1
+        return render(*args)
+
+    ds.render = counting_render  # type: ignore[method-assign]
+    edges = [ds.instant_ms(i) for i in range(0, len(ds), 300)] + [ds.instant_ms(len(ds) - 1)]
+    shards = [(edges[k + 1], edges[k]) for k in range(10)]  # (since, until), newest first
+    async with client(sim) as c:
+        token = await token_for(c, sim)
+        params: list[dict[str, Any] | None] = [
+            {"limit": 50, "since": since, "until": until} for since, until in shards
+        ]
+        got: list[list[str]] = [[] for _ in shards]
+        pages = 0
+        while any(params):
+            for k, p in enumerate(params):
+                if p is None:
+                    continue
+                r = await c.get(sim.config.feed_path, params=p, headers={"X-Stream-Token": token})
+                sim.idle_work()
+                pages += 1
+                body = r.json()
+                got[k] += [e["id"] for e in body["data"]]
+                more = body["pagination"]["hasMore"]
+                params[k] = {**p, "cursor": body["pagination"]["nextCursor"]} if more else None
+    for (since, until), ids in zip(shards, got, strict=True):
+        assert ids == [ds.id(i) for i in range(len(ds)) if since <= ds.instant_ms(i) <= until]
+    assert pages > 60
+    assert renders == pages
+
+
 async def test_feed_throttle_and_latency(autojump_clock: trio.abc.Clock) -> None:
     sim = Simulator(attrs.evolve(profile("live"), events=20_000, feed=attrs.evolve(
         profile("live").feed, faults=Faults())))  # fmt: skip

@@ -24,7 +24,9 @@ from flowtel.testing._submissions import IdCheck
 
 LISTING, FEED = 0, 1
 _UNLIMITED = 1_000_000
-_PAGE_CACHE = 4
+# Pages rendered ahead and not yet asked for: one per stream a client walks at once (a full run
+# walks the listing and 8 to 10 feed shards), so none is thrown away before it is asked for.
+_PAGE_CACHE = 16
 _DROPPABLE = ("id", "timestamp", "type", "name", "sessionId", "userId", "properties", "session")
 
 
@@ -99,7 +101,10 @@ class Simulator:
         self._pages: collections.OrderedDict[tuple[str, int, int], list[str]] = (
             collections.OrderedDict()
         )
-        self._prefetch: tuple[str, int, int] | None = None
+        # The next page of each stream just served, oldest first, for `idle_work`.
+        self._prefetch: collections.OrderedDict[tuple[str, int, int], None] = (
+            collections.OrderedDict()
+        )
 
     # -- plumbing --------------------------------------------------------------------------
     def now(self) -> float:
@@ -125,23 +130,20 @@ class Simulator:
         )
 
     def _events_page(self, endpoint: str, lo: int, hi: int) -> list[str]:
-        key = (endpoint, lo, hi)
-        page = self._pages.get(key)
-        if page is None:
-            page = self.dataset.render(lo, hi, self._mix[endpoint])
-            self._pages[key] = page
-            while len(self._pages) > _PAGE_CACHE:
-                self._pages.popitem(last=False)
-        else:
-            self._pages.move_to_end(key)
-        return page
+        # A page is served once (a retry renders it again), so a rendered-ahead one leaves the
+        # cache as it is served: the cache holds only pages still to be asked for.
+        page = self._pages.pop((endpoint, lo, hi), None)
+        return self.dataset.render(lo, hi, self._mix[endpoint]) if page is None else page
 
     def idle_work(self) -> None:
-        """Render the page a sequential client will most likely ask for next (real server)."""
-        if self._prefetch is not None:
-            endpoint, lo, hi = self._prefetch
-            self._prefetch = None
-            self._events_page(endpoint, lo, hi)
+        """Render the next page of each stream just served (real server, between requests)."""
+        while self._prefetch:
+            key, _ = self._prefetch.popitem(last=False)
+            if key not in self._pages:
+                endpoint, lo, hi = key
+                self._pages[key] = self.dataset.render(lo, hi, self._mix[endpoint])
+                while len(self._pages) > _PAGE_CACHE:
+                    self._pages.popitem(last=False)
 
     # -- routing -----------------------------------------------------------------------------
     async def handle(self, req: Request) -> Response:
@@ -323,7 +325,9 @@ class Simulator:
             lifetime = lo_s if hi_s <= lo_s else self._rng.randint(lo_s, hi_s)
             issued = int(self.now() * 1000)
             next_cursor = self._cursors.encode(Cursor(tag, hi, since, until, issued, lifetime))
-            self._prefetch = (endpoint, hi, min(end, hi + limit))
+            self._prefetch[(endpoint, hi, min(end, hi + limit))] = None
+            while len(self._prefetch) > _PAGE_CACHE:  # no server calling idle_work
+                self._prefetch.popitem(last=False)
         pagination: dict[str, Any] = {
             "limit": limit,
             "hasMore": has_more,
