@@ -11,6 +11,9 @@ profile's own limits allow. With --copy (default for `fast`), it also times `psq
 the same rows from a CSV file into an empty copy of the table. --seed S runs another of the
 simulator's datasets and fault sequences (default: the profile's, 1): a run's faults decide
 whether it needs a 14th rate window, and seed 1 meets about 51 of them, enough for one.
+--slow-writer S makes every COPY into `events` take S seconds longer (a statement trigger in
+the fresh database), so the Writer falls behind fetching: the peak RSS then shows the memory
+bound under full backpressure.
 """
 
 from __future__ import annotations
@@ -89,6 +92,19 @@ def _admin(dsn: str, sql: str) -> None:
             await conn.close()
 
     asyncio.run(go())
+
+
+def slow_writer(dsn: str, seconds: float) -> None:
+    """Every COPY (statement) into `events` waits `seconds` more in the database."""
+    schema = (Path(__file__).parent.parent / "schema.sql").read_text()
+    _admin(dsn, schema)
+    _admin(
+        dsn,
+        "CREATE FUNCTION bench_slow_writer() RETURNS trigger LANGUAGE plpgsql AS"
+        f" $$ BEGIN PERFORM pg_sleep({float(seconds)}); RETURN NULL; END $$;"
+        " CREATE TRIGGER bench_slow_writer AFTER INSERT ON events"
+        " FOR EACH STATEMENT EXECUTE FUNCTION bench_slow_writer()",
+    )
 
 
 def check_exact(dsn: str, sim: Simulator) -> tuple[bool, str]:
@@ -203,6 +219,13 @@ def main() -> int:
     parser.add_argument(
         "--seed", type=int, default=None, help="the simulator's seed: its data and its faults"
     )
+    parser.add_argument(
+        "--slow-writer",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="every COPY into events takes S seconds longer: a Writer behind fetching",
+    )
     args = parser.parse_args()
     config = attrs.evolve(profile(args.profile), events=args.events)
     if args.seed is not None:
@@ -218,6 +241,8 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     log = RESULTS / f"{args.profile}-{args.events}.log"
     try:
+        if args.slow_writer:
+            slow_writer(dsn, args.slow_writer)
         assert sim_process.stdout is not None
         line = sim_process.stdout.readline()
         match = re.search(r"(http://\S+) api_key=(\S+)", line)
@@ -258,6 +283,7 @@ def main() -> int:
         "profile": args.profile,
         "seed": config.seed,
         "events": args.events,
+        "slow_writer_s": args.slow_writer or None,
         "elapsed_s": round(elapsed, 1),
         "events_per_s": round(args.events / elapsed),
         "lower_bound_s": round(bound, 1),
