@@ -97,10 +97,9 @@ def _admin(dsn: str, sql: str) -> None:
 def slow_writer(dsn: str, seconds: float) -> None:
     """Every COPY (statement) into `events` waits `seconds` more in the database."""
     schema = (Path(__file__).parent.parent / "schema.sql").read_text()
-    _admin(dsn, schema)
     _admin(
         dsn,
-        "CREATE FUNCTION bench_slow_writer() RETURNS trigger LANGUAGE plpgsql AS"
+        schema + "CREATE FUNCTION bench_slow_writer() RETURNS trigger LANGUAGE plpgsql AS"
         f" $$ BEGIN PERFORM pg_sleep({float(seconds)}); RETURN NULL; END $$;"
         " CREATE TRIGGER bench_slow_writer AFTER INSERT ON events"
         " FOR EACH STATEMENT EXECUTE FUNCTION bench_slow_writer()",

@@ -101,9 +101,10 @@ class Simulator:
         self._pages: collections.OrderedDict[tuple[str, int, int], list[str]] = (
             collections.OrderedDict()
         )
-        # The next page of each stream just served, oldest first, for `idle_work`.
-        self._prefetch: collections.OrderedDict[tuple[str, int, int], None] = (
-            collections.OrderedDict()
+        # The next page of each stream just served, oldest first, for `idle_work` (bounded: the
+        # in-process transport never calls it).
+        self._prefetch: collections.deque[tuple[str, int, int]] = collections.deque(
+            maxlen=_PAGE_CACHE
         )
 
     # -- plumbing --------------------------------------------------------------------------
@@ -138,7 +139,7 @@ class Simulator:
     def idle_work(self) -> None:
         """Render the next page of each stream just served (real server, between requests)."""
         while self._prefetch:
-            key, _ = self._prefetch.popitem(last=False)
+            key = self._prefetch.popleft()
             if key not in self._pages:
                 endpoint, lo, hi = key
                 self._pages[key] = self.dataset.render(lo, hi, self._mix[endpoint])
@@ -325,9 +326,7 @@ class Simulator:
             lifetime = lo_s if hi_s <= lo_s else self._rng.randint(lo_s, hi_s)
             issued = int(self.now() * 1000)
             next_cursor = self._cursors.encode(Cursor(tag, hi, since, until, issued, lifetime))
-            self._prefetch[(endpoint, hi, min(end, hi + limit))] = None
-            while len(self._prefetch) > _PAGE_CACHE:  # no server calling idle_work
-                self._prefetch.popitem(last=False)
+            self._prefetch.append((endpoint, hi, min(end, hi + limit)))
         pagination: dict[str, Any] = {
             "limit": limit,
             "hasMore": has_more,
