@@ -234,16 +234,17 @@ async def _paginate_all(
     streams: list[Checkpoint],
     shards: Shards | None,
     send_pages: trio.MemorySendChannel[Page],
-    first: Sequence[Page] = (),
+    first: list[Page],
 ) -> None:
     """Run a Paginator per stream; each time one finishes, carve a new shard off the stream
     with most left, so the tail of a run never idles on one slow shard. Pages in `first`
-    were fetched while planning: they go first, and their streams go on from them."""
+    were fetched while planning: they go first (taken out of the list, which the caller
+    would otherwise keep alive all run), and their streams go on from them."""
     assert run.fetcher is not None
     fetcher = run.fetcher
-    for page in first:
-        await send_pages.send(page)
     streams = after_pages(streams, first)
+    while first:
+        await send_pages.send(first.pop(0))
     finished_send, finished_receive = trio.open_memory_channel[str](math.inf)
 
     async def walk(cp: Checkpoint, send: trio.MemorySendChannel[Page]) -> None:
@@ -293,20 +294,27 @@ async def normalize_pages(
     """The Normalizer stage: pages in, batches out (the work itself is pure and synchronous)."""
     async with receive, send:
         async for page in receive:
-            events: list[Event] = []
-            rejected: list[Rejected] = []
-            for start in range(0, len(page.raw_events), NORMALIZE_SLICE):
-                more, more_rejected = normalize(page.raw_events[start : start + NORMALIZE_SLICE])
-                events += more
-                rejected += more_rejected
-                # Let the other tasks in: the Writer's answers from PostgreSQL are handled
-                # between slices, not after a whole page (25 ms), which kept every commit
-                # waiting and the Writer the slowest stage.
-                await trio.lowlevel.checkpoint()
+            batch = await _batch_of(page)
             if page.raw_events:  # not a checkpoint-only page (a split, a range without data)
                 stats.pages += 1
             stats.fetched += len(page.raw_events)
-            await send.send(Batch(events, rejected, [page.checkpoint], page.raw_events))
+            del page  # neither it nor its batch is held while the next page is awaited
+            await send.send(batch)
+            del batch
+
+
+async def _batch_of(page: Page) -> Batch:
+    events: list[Event] = []
+    rejected: list[Rejected] = []
+    for start in range(0, len(page.raw_events), NORMALIZE_SLICE):
+        more, more_rejected = normalize(page.raw_events[start : start + NORMALIZE_SLICE])
+        events += more
+        rejected += more_rejected
+        # Let the other tasks in: the Writer's answers from PostgreSQL are handled between
+        # slices, not after a whole page (25 ms), which kept every commit waiting and the
+        # Writer the slowest stage.
+        await trio.lowlevel.checkpoint()
+    return Batch(events, rejected, [page.checkpoint], page.raw_events)
 
 
 async def plan_run(

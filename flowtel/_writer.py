@@ -30,19 +30,31 @@ async def write_batches(
     """
     async with receive:
         async for first in receive:
-            parts = [first]
-            rows = len(first.events)
-            while rows < max_rows:
-                try:
-                    more = receive.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-                parts.append(more)
-                rows += len(more.events)
-            started = trio.current_time()
-            result = await db.commit_many([(part, _stream_of(part)) for part in parts])
-            result = attrs.evolve(result, seconds=trio.current_time() - started)
-            on_commit(result, parts[0] if len(parts) == 1 else _union(parts))
+            await _commit_waiting(db, first, receive, on_commit, max_rows)
+            del first  # committed batches (MBs) are not held while the next one is awaited
+
+
+async def _commit_waiting(
+    db: Database,
+    first: Batch,
+    receive: trio.MemoryReceiveChannel[Batch],
+    on_commit: Callable[[CommitResult, Batch], None],
+    max_rows: int,
+) -> None:
+    """Commit `first` with the batches already waiting behind it, up to `max_rows` events."""
+    parts = [first]
+    rows = len(first.events)
+    while rows < max_rows:
+        try:
+            more = receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+        parts.append(more)
+        rows += len(more.events)
+    started = trio.current_time()
+    result = await db.commit_many([(part, _stream_of(part)) for part in parts])
+    result = attrs.evolve(result, seconds=trio.current_time() - started)
+    on_commit(result, parts[0] if len(parts) == 1 else _union(parts))
 
 
 def _stream_of(batch: Batch) -> str | None:
