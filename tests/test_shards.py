@@ -364,7 +364,7 @@ async def test_a_declined_split_is_asked_for_again(
         run = Run(stats=fetcher.stats, fetcher=fetcher)
         with trio.move_on_after(7.0):
             async with trio.open_nursery() as nursery:
-                await _paginate_all(nursery, settings, run, streams, shards, send)
+                await _paginate_all(nursery, settings, run, streams, shards, send, [])
     assert asked == [0.0, RESPLIT_EVERY, 2 * RESPLIT_EVERY, 3 * RESPLIT_EVERY]
 
 
