@@ -175,7 +175,7 @@ async def test_no_page_is_held_while_every_stream_waits_for_its_answer(
 ) -> None:
     # A stream spends most of a live run waiting for its next answer. Every stage once kept
     # its last page (or batch) through that wait, and the plan's first page lived all run:
-    # about ten decoded pages (6.7 MB each) were always alive, and the heap grew around them.
+    # about eleven decoded pages (6.7 MB each) were always alive, and the heap grew around them.
     import gc
 
     slow = Latency(base_s=(0.2, 0.3))
@@ -197,14 +197,14 @@ async def test_no_page_is_held_while_every_stream_waits_for_its_answer(
             if type(o) is list and len(o) >= 20 and type(o[0]) is dict and "id" in o[0]
         }
 
-    the_simulators = event_lists()  # its dataset, say: not pages
+    not_pages = event_lists()  # lists the simulator holds (its dataset), there before the run
     run: list[flowtel.Run] = []
     samples: list[int] = []  # decoded pages alive, sampled while the run commits
 
     async def sample_while_committing() -> None:
         while not run or run[0].stats.inserted < len(sim.dataset):
             if run and run[0].stats.inserted > 0:
-                samples.append(len(event_lists() - the_simulators))
+                samples.append(len(event_lists() - not_pages))
             await trio.sleep(0.01)
 
     settings = settings_for(sim, database_url, source=source)
