@@ -390,34 +390,18 @@ class Shards:
 
     def _feed_seconds(self, more_pages: float, margin: bool = True) -> float | None:
         """Seconds the feed needs, in its learned windows, for what its streams have left and
-        `more_pages` besides. None: its budget is not known yet.
-
-        With the margin, the requests are rounded up. Without it (the average), a fraction of
-        a request is the chance of one more: the time is the mix of the two whole counts
-        around it. Rounded up, one page at 1.09 requests a page counted as two, a fault for
-        certain, and the listing kept its last page for a window of its own while the
-        feed's window had room for it."""
+        `more_pages` besides. None: its budget is not known yet."""
         requests = self._feed_requests(more_pages, margin)
-        budget = self.feed_budget
-        if requests is None or budget is None:
+        if requests is None or self.feed_budget is None:
             return None
-        if margin:
-            return budget.seconds_for(math.ceil(requests))
-        fewer = math.floor(requests)
-        chance = requests - fewer
-        low = budget.seconds_for(fewer)
-        if low is None or chance == 0:
-            return low
-        high = budget.seconds_for(fewer + 1)
-        return None if high is None else low + chance * (high - low)
+        return self.feed_budget.seconds_for(requests)
 
-    def _feed_requests(self, more_pages: float, margin: bool = True) -> float | None:
-        """Requests the feed needs for what its streams have left and `more_pages` besides,
-        on average: a fraction, not rounded. Each page costs the requests a page has cost so
-        far (faults, damaged pages, partial last pages), and the feed may meet more faults
-        than that average: a cut is never undone, so the feed is given room for one standard
-        deviation more (unless `margin` is False: the average alone). None: nothing to go by
-        yet."""
+    def _feed_requests(self, more_pages: float, margin: bool = True) -> int | None:
+        """Requests the feed needs for what its streams have left and `more_pages` besides.
+        Each page costs the requests a page has cost so far (faults, damaged pages, partial
+        last pages), and the feed may meet more faults than that average: a cut is never
+        undone, so the feed is given room for one standard deviation more (unless `margin` is
+        False: the average alone). None: nothing to go by yet."""
         budget = self.feed_budget
         if budget is None or self._feed_pages == 0:
             return None
@@ -425,7 +409,7 @@ class Shards:
         requests = budget.requests - budget.throttled - self._feed_requests_before
         per_page = max(1.0, requests / self._feed_pages)
         extra = pages * (per_page - 1)
-        return pages + extra + (math.sqrt(extra) if margin else 0.0)
+        return math.ceil(pages + extra + (math.sqrt(extra) if margin else 0.0))
 
     def _feed_has_room(self) -> bool:
         """Whether the feed's window has room for all its streams have left and a request
@@ -436,7 +420,7 @@ class Shards:
         if budget is None:
             return False
         left, needed = budget.left_in_window(), self._feed_requests(0)
-        return left is not None and needed is not None and left >= math.ceil(needed) + 1
+        return left is not None and needed is not None and left >= needed + 1
 
     def apply_split(self, new: Checkpoint, shrunk: Checkpoint) -> None:
         """Raise the shrunk stream's bound and add the new shard. Only once the new shard's

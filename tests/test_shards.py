@@ -742,33 +742,6 @@ async def test_a_page_the_listing_has_no_window_for_goes_to_a_feed_with_room_on_
     assert (new.since_ms, new.until_ms) == (86 * DAY, shrunk.since_ms)
 
 
-async def test_the_listing_s_last_page_goes_to_the_one_request_left_in_the_feed_s_window(
-    autojump_clock: trio.abc.Clock,
-) -> None:
-    """The end of a run: the listing has one page left and its window is spent until t = 62
-    (done at 62.5 s); the feed's streams are done, and its window has one request left
-    until t = 60. 39 requests for 36 pages: that page costs 1.08 requests on average, so
-    the feed answers it in 5 s (92 %) or at 65 s (8 %): 6.25 s on average, 20 s with a
-    standard deviation of faults, 13.1 s halfway, against the listing's 17.5 s certain. The
-    feed takes the page. (With the average rounded up to two requests, it looked like a
-    fault for certain, 20 s, and the listing kept the page for a window of its own.)"""
-    listing_budget = RateLimiter("events", limit=10, window=60.0, latency=0.5, held_back=1)
-    shards = _listing_above_two_feed_shards(listing_budget, 96)
-    shards.feed_budget = await _pacer_after(sent=39, latency=5.0)  # t = 5: 1 left until 60
-    await trio.sleep(40.0)  # t = 45
-    listing_budget.remaining, listing_budget.window_end = 0, 62.0
-    shards.progressed(attrs.evolve(shards.streams[LISTING], watermark=_instant(97 * DAY)))
-    feed = attrs.evolve(shards.streams["feed-001"], watermark=_instant(0))
-    for _ in range(36):
-        shards.progressed(feed)  # feed-001 has nothing left
-    shards.finished("feed-002")
-    assert shards._feed_seconds(1.0, False) == pytest.approx(5.0 + 3 / 36 * 15.0)
-    new, shrunk = shards.split_largest() or (None, None)
-    assert shrunk is not None and new is not None
-    assert (shrunk.stream, shrunk.since_ms) == (LISTING, 97 * DAY)  # nothing left to it
-    assert (new.since_ms, new.until_ms) == (96 * DAY, 97 * DAY)
-
-
 async def test_in_the_last_window_the_last_pages_are_split_a_page_apart(
     autojump_clock: trio.abc.Clock,
 ) -> None:
