@@ -517,6 +517,38 @@ async def test_auth_health_stats_root_404() -> None:
         assert too_many.status_code == 400
 
 
+async def test_bulk_is_unreliable_and_may_spend_the_listings_budget(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # The contract calls it unreliable: ids left out, fields dropped, the feed's transport faults.
+    faults = Faults(omitted=0.3, missing_fields=1.0, missing_fields_share=0.5, status_502=0.2)
+    sim = Simulator(attrs.evolve(SMALL, bulk=Endpoint(faults=faults)))
+    ids = {"ids": [sim.dataset.id(i) for i in range(100)]}
+    answers = []
+    async with client(sim) as c:
+        for _ in range(40):
+            answers.append(await c.post("/api/v1/events/bulk", json=ids))
+    ok = [a.json() for a in answers if a.status_code == 200]
+    assert 0 < len(ok) < 40 and all(a.status_code in (200, 502) for a in answers)
+    assert all(25 <= len(a["data"]) <= 90 and a["meta"]["found"] == len(a["data"]) for a in ok)
+    assert all(any(len(e) < 8 or None in e.values() for e in a["data"]) for a in ok)
+    assert not any("x-ratelimit-limit" in a.headers for a in answers)
+
+    # Whether it spends the listing's budget the contract does not say; this simulator can.
+    shared = attrs.evolve(
+        SMALL, listing=Endpoint(window=Window(3, 60.0)), bulk_in_listing_budget=True
+    )
+    sim = Simulator(shared)
+    async with client(sim) as c:
+        statuses = []
+        for _ in range(2):
+            statuses.append((await c.post("/api/v1/events/bulk", json=ids)).status_code)
+        statuses.append((await c.get("/api/v1/events", params={"limit": 10})).status_code)
+        refused = await c.post("/api/v1/events/bulk", json=ids)
+    assert statuses == [200, 200, 200]
+    assert refused.status_code == 429 and refused.headers["x-ratelimit-remaining"] == "0"
+
+
 async def test_submissions_count_missing_extra_repeated_and_limit() -> None:
     sim = Simulator(SMALL)
     ids = list(sim.dataset.ids())

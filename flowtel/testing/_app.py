@@ -91,6 +91,7 @@ class Simulator:
             "listing": FaultDice(cfg.listing.faults, derive(cfg.seed, "faults-listing")),
             "feed": FaultDice(cfg.feed.faults, derive(cfg.seed, "faults-feed")),
             "token": FaultDice(cfg.token.faults, derive(cfg.seed, "faults-token")),
+            "bulk": FaultDice(cfg.bulk.faults, derive(cfg.seed, "faults-bulk")),
         }
         self._mix = {"listing": FormatMix(cfg.listing.formats), "feed": FormatMix(cfg.feed.formats)}
         self._tokens: dict[str, float] = {}
@@ -536,6 +537,16 @@ class Simulator:
         return json_response(200, {"data": [], "meta": {"total": 0}})
 
     async def _bulk(self, req: Request) -> Response:
+        cfg = self.config
+        headers: list[tuple[str, str]] = [("X-Request-ID", self._request_id())]
+        if cfg.bulk_in_listing_budget:
+            verdict = self._listing_windows.hit(self.api_key, self.now())
+            headers += self._rate_headers(verdict.limit, verdict.remaining, verdict.reset_s)
+            if not verdict.allowed and cfg.listing.window.limit > 0:
+                self.stats.rate_limited["listing"] += 1
+                headers.append(("Retry-After", str(verdict.reset_s)))
+                body = _error(429, "Too Many Requests", "RATE_LIMIT_EXCEEDED")
+                return json_response(429, body, headers)
         try:
             payload = orjson.loads(await req.read(1024 * 1024))
             ids = payload["ids"]
@@ -543,18 +554,39 @@ class Simulator:
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             body = _error(400, "Bad Request", "INVALID_BODY", 'Expected {"ids": [...]}')
-            return json_response(400, body)
-        if len(ids) > self.config.max_bulk_ids:
-            msg = f"At most {self.config.max_bulk_ids} ids"
-            return json_response(400, _error(400, "Bad Request", "TOO_MANY_IDS", msg))
+            return json_response(400, body, headers)
+        if len(ids) > cfg.max_bulk_ids:
+            msg = f"At most {cfg.max_bulk_ids} ids"
+            return json_response(400, _error(400, "Bad Request", "TOO_MANY_IDS", msg), headers)
+        # Unreliable: the faults of the feed, and ids left out of the answer.
+        dice = self._dice["bulk"]
+        faults = cfg.bulk.faults
+        fault = dice.transport()
+        delay = dice.uniform(cfg.bulk.latency.base_s)
+        if fault == "slow":
+            self.stats.faults["bulk:slow"] += 1
+            delay += dice.uniform(faults.slow_s)
+        if delay > 0:
+            await trio.sleep(delay)
+        if fault is not None and fault not in ("slow", "truncated"):
+            self.stats.faults[f"bulk:{fault}"] += 1
+            return self._transport_fault(fault, dice, headers)
         found = []
         for event_id in ids:
             i = self.dataset.index_of(event_id)
-            if i is not None:
-                found.append(self.dataset.event(i))
-        return json_response(
-            200, {"data": found, "meta": {"requested": len(ids), "found": len(found)}}
-        )
+            if i is not None and not dice.chance(faults.omitted):
+                found.append(orjson.dumps(self.dataset.event(i)).decode())
+        if dice.chance(faults.missing_fields) and found:
+            found = self._drop_fields(found, dice, cfg.bulk)
+            self.stats.faults["bulk:missing_fields"] += 1
+        meta = orjson.dumps({"requested": len(ids), "found": len(found)})
+        content = b'{"data":[' + ",".join(found).encode() + b'],"meta":' + meta + b"}"
+        headers.append(("Content-Type", "application/json; charset=utf-8"))
+        if fault == "truncated":
+            self.stats.faults["bulk:truncated"] += 1
+            cut = self._rng.randrange(1, max(2, len(content) - 1))
+            return Response(200, headers, content[:cut])
+        return Response(200, headers, content)
 
     # -- submissions ----------------------------------------------------------------------------
     async def _list_submissions(self, req: Request) -> Response:

@@ -70,6 +70,7 @@ class Faults:
     missing_fields_share: float = 0.01  # share of a page's events hit (at least one)
     repeated: float = 0.0  # include a few events of the previous page
     repeated_count: tuple[int, int] = (1, 5)
+    omitted: float = 0.0  # the bulk endpoint: share of the asked ids left out of an answer
 
     def transport_kinds(self) -> list[tuple[str, float]]:
         return [
@@ -126,7 +127,11 @@ class SimulatorConfig:
     feed_path: str = "/api/v1/events/d4ta/x7k9/feed"
     feed: Endpoint = Endpoint()
     max_submissions: int = 5
+    # POST /api/v1/events/bulk: "unreliable", the contract says. Whether it spends the
+    # listing's budget, as GET /api/v1/events/<id> does, it does not say: a client must notice.
     max_bulk_ids: int = 100
+    bulk: Endpoint = Endpoint()
+    bulk_in_listing_budget: bool = False
 
 
 _NO_FAULTS = Faults()
@@ -168,6 +173,20 @@ _LIVE = SimulatorConfig(
             repeated=0.01,
         ),
         formats={"ms": 1.0},
+    ),
+    bulk=Endpoint(
+        latency=Latency(base_s=(0.05, 0.3)),
+        faults=Faults(
+            status_502=0.02,
+            status_503=0.01,
+            status_504=0.01,
+            truncated=0.01,
+            dropped=0.01,
+            slow=0.01,
+            missing_fields=0.05,
+            missing_fields_share=0.05,
+            omitted=0.02,
+        ),
     ),
 )
 
@@ -215,6 +234,9 @@ _CHAOS = SimulatorConfig(
         latency=Latency(base_s=(0.1, 0.5), per_event_s=(0.0002, 0.0006), capacity=3),
         faults=_CHAOS_FAULTS,
         formats=_ALL_FORMATS,
+    ),
+    bulk=Endpoint(
+        latency=Latency(base_s=(0.0, 0.2)), faults=attrs.evolve(_CHAOS_FAULTS, omitted=0.1)
     ),
 )
 
