@@ -70,13 +70,16 @@ def simulator_config(
     return attrs.evolve(config, **changes)
 
 
-async def fetch_all(config: SimulatorConfig, feed_shards: int = 8) -> dict[str, Any]:
+async def fetch_all(
+    config: SimulatorConfig, feed_shards: int = 8, mend: bool = True
+) -> dict[str, Any]:
     sim = Simulator(config)
     settings = Settings(
         api_key=sim.api_key,
         api_url=config.base_url,
         database_url="postgresql://unused/x",
         feed_shards=feed_shards,
+        mend_damaged_pages=mend,
     )
     transport = SimulatorTransport(sim)
     async with httpx.AsyncClient(base_url=config.base_url, transport=transport) as http:
@@ -126,6 +129,7 @@ async def fetch_all(config: SimulatorConfig, feed_shards: int = 8) -> dict[str, 
         "throttled": listing.throttled + feed.throttled,
         "retries": stats.retries,
         "damaged": stats.damaged_pages,
+        "mended": stats.mended_pages,
         "partial": partial,
         "fill_waste": {k: pages[k] - events[k] / settings.page_size for k in pages},
         "shards": shards._next if shards else 0,
@@ -138,6 +142,7 @@ async def fetch_all(config: SimulatorConfig, feed_shards: int = 8) -> dict[str, 
             n
             for kind, n in sim.stats.faults.items()
             if not kind.endswith((":slow", ":repeated", ":rate_limited"))
+            and not kind.startswith("bulk:")  # no budget counts the bulk endpoint
         ),
     }
 
@@ -156,6 +161,9 @@ def main() -> int:
         "--feed-shards", type=int, default=attrs.fields(Settings).feed_shards.default
     )
     parser.add_argument(
+        "--no-mend", action="store_true", help="damaged pages fetched again, not mended"
+    )
+    parser.add_argument(
         "--seeds", help="simulator seeds to run, comma-separated (default: 1 to --runs)"
     )
     args = parser.parse_args()
@@ -171,13 +179,18 @@ def main() -> int:
     for seed in seeds:
         config = simulator_config(args.events, seed, args.faults, args.stats_range)
         r = trio.run(
-            fetch_all, config, args.feed_shards, clock=trio.testing.MockClock(autojump_threshold=0)
+            fetch_all,
+            config,
+            args.feed_shards,
+            not args.no_mend,
+            clock=trio.testing.MockClock(autojump_threshold=0),
         )
         ratios.append(r["elapsed"] / bound)
         print(
             f"seed {seed}: {r['elapsed']:6.1f} s = {ratios[-1]:.3f} x bound | requests counted"
             f" listing {r['counted']['listing']}, feed {r['counted']['feed']} (429s"
-            f" {r['throttled']}, retries {r['retries']}, damaged {r['damaged']} (the"
+            f" {r['throttled']}, retries {r['retries']}, damaged {r['damaged']}, mended"
+            f" {r['mended']} (the"
             f" simulator's faults {r['served_faults']}), partial"
             f" {r['partial']['events']}+{r['partial']['feed']} wasting"
             f" {r['fill_waste']['events']:.1f}+{r['fill_waste']['feed']:.1f},"

@@ -33,6 +33,9 @@ class Answer:
     body: dict[str, Any]
     headers: httpx.Headers
     elapsed: float  # seconds from send to the last byte
+    # The page's events end early, before one that could not be mended (see _mend.py): the
+    # stream goes on from their watermark, not from the cursor.
+    cut: bool = False
 
 
 @attrs.frozen

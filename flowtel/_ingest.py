@@ -23,6 +23,7 @@ import trio
 from flowtel._api import Api
 from flowtel._database import Database, open_database
 from flowtel._errors import ApiError, ConfigError, FeedUnavailable, TransientError, WriteError
+from flowtel._mend import Mender
 from flowtel._model import Batch, Checkpoint, Event, Page, Rejected
 from flowtel._normalize import normalize
 from flowtel._pacer import FeedPacer
@@ -197,6 +198,7 @@ def new_fetcher(
         stats=stats,
         page_size=settings.page_size,
         damaged_page_retries=settings.damaged_page_retries,
+        mender=Mender(api, stats) if settings.mend_damaged_pages else None,
     )
 
 
@@ -505,6 +507,7 @@ async def _summarize(db: Database, run: Run) -> Summary:
         api_total=run.api_total,
         per_minute=list(stats.per_minute),
         damaged_pages=stats.damaged_pages,
+        mended_pages=stats.mended_pages,
         peak_feed_in_flight=run.fetcher.feed_limiter.peak_in_flight if run.fetcher else 0,
     )
 

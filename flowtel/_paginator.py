@@ -29,6 +29,7 @@ from flowtel._errors import (
     StreamTokenExpired,
     TransientError,
 )
+from flowtel._mend import Mender
 from flowtel._model import Checkpoint, Page
 from flowtel._pacer import FeedPacer
 from flowtel._ratelimit import RateLimiter
@@ -57,6 +58,7 @@ class Fetcher:
     page_size: int = 5000
     damaged_page_retries: int = 8
     wall_clock: Callable[[], float] = time.time
+    mender: Mender | None = None  # damaged feed pages mended, not fetched again
 
     async def fetch(self, source: str, params: dict[str, Any], cursor_deadline: float) -> Answer:
         """One page, retried through faults while its cursor lives. Raises CursorExpired."""
@@ -79,12 +81,30 @@ class Fetcher:
                 await trio.sleep(self.backoff.delay(faults))
                 continue
             if _looks_damaged(answer) and damaged < self.damaged_page_retries:
+                mended = await self._mend(source, answer)
+                if mended is not None:
+                    return mended
                 # Faults are per answer: the same cursor may well come back whole.
                 damaged += 1
                 self.stats.damaged_pages += 1
                 del answer  # not held while the page is fetched again
                 continue
             return answer
+
+    async def _mend(self, source: str, answer: Answer) -> Answer | None:
+        """A damaged feed page, mended as far as it can be (None: not at all). Only the feed
+        can go on from where a page ends early: its ranges start at any instant."""
+        data = answer.body.get("data")
+        if source != "feed" or self.mender is None or not self.mender.enabled:
+            return None
+        if not isinstance(data, list):
+            return None
+        kept = await self.mender.mend(data)
+        if not kept:
+            return None
+        self.stats.mended_pages += 1
+        body = {**answer.body, "data": kept}
+        return attrs.evolve(answer, body=body, cut=len(kept) < len(data))
 
     async def _send(self, source: str, params: dict[str, Any]) -> Answer:
         if source == "events":
@@ -163,6 +183,7 @@ async def paginate(
             log.info("%s: the saved cursor has expired; resuming from the watermark", cp.stream)
             cp = attrs.evolve(cp, cursor=None, cursor_expires_at=None)
         chain: dict[str, Any] | None = None  # the range the current cursor chain began with
+        sent_at_watermark: set[str] = set()  # after a page that ended early: ids at its edge
         stuck_at: dt.datetime | None = None
         stuck = 0
         while not cp.done:
@@ -218,7 +239,15 @@ async def paginate(
                     return
                 raise
             page, deadline = _page_from(answer, cp, fetcher.wall_clock())
+            ended_early = answer.cut
             del answer
+            if sent_at_watermark:
+                # The range from the watermark brings the ties at it again; those already sent
+                # would only fail the Writer's direct COPY of their batch.
+                page = _without_ids(page, sent_at_watermark)
+                sent_at_watermark = set()
+            if ended_early:
+                sent_at_watermark = _ids_at_watermark(page)
             page = within_bound(page, shards.lower_bound(cp.stream) if shards else None)
             if shards is not None:
                 shards.progressed(page.checkpoint)
@@ -236,6 +265,24 @@ async def fetch_first_page(checkpoint: Checkpoint, fetcher: Fetcher) -> Page:
     answer = await fetcher.fetch(checkpoint.source, params, float("inf"))
     page, _ = _page_from(answer, checkpoint, fetcher.wall_clock())
     return page
+
+
+def _ids_at_watermark(page: Page) -> set[str]:
+    """The ids of the page's events at its watermark instant (its last ones: newest first)."""
+    watermark = page.checkpoint.watermark
+    ids: set[str] = set()
+    for raw in reversed(page.raw_events):
+        instant = event_instant(raw)
+        if instant is not None and instant != watermark:
+            break
+        if instant is not None and isinstance(raw.get("id"), str):
+            ids.add(raw["id"])
+    return ids
+
+
+def _without_ids(page: Page, ids: set[str]) -> Page:
+    kept = [raw for raw in page.raw_events if not (isinstance(raw, dict) and raw.get("id") in ids)]
+    return attrs.evolve(page, raw_events=kept)
 
 
 def within_bound(page: Page, lower: int | None) -> Page:
@@ -296,6 +343,8 @@ def _page_from(answer: Answer, cp: Checkpoint, now_wall: float) -> tuple[Page, f
         raise TransientError("a 200 without data and pagination")
     cursor = pagination.get("nextCursor")
     has_more = bool(pagination.get("hasMore")) and isinstance(cursor, str) and bool(cursor)
+    if answer.cut:  # the rest comes by a range from the watermark
+        cursor, has_more = None, True
     lifetime = pagination.get("cursorExpiresIn")
     lifetime = float(lifetime) if isinstance(lifetime, int | float) else 60.0
     # The cursor was issued after the request left: counting from then is never late.
@@ -306,7 +355,7 @@ def _page_from(answer: Answer, cp: Checkpoint, now_wall: float) -> tuple[Page, f
     next_cp = attrs.evolve(
         cp,
         cursor=cursor if has_more else None,
-        cursor_expires_at=expires_at if has_more else None,
+        cursor_expires_at=expires_at if has_more and cursor else None,
         watermark=watermark,
         done=not has_more,
         events=cp.events + len(data),

@@ -43,6 +43,9 @@ class Settings:
     # answer, and an event whose id or instant never comes whole cannot be stored (it is kept
     # in rejected_events). At 20% damaged answers, 8 retries leave 1 page in 2 million (0.2^9).
     damaged_page_retries: int = 8
+    # A damaged feed page is mended instead where it can be: its damaged events fetched whole
+    # by the bulk endpoint, the page ended before the first without an id (flowtel/_mend.py).
+    mend_damaged_pages: bool = True
     request_timeout: float = 90.0
     verify_tls: bool = True
     # Feed requests in flight at the start; it adapts to the server as the run goes.

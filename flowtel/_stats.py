@@ -14,6 +14,9 @@ class RunStats:
     throttled: int = 0  # 429 answers
     retries: int = 0  # requests sent again after a fault (429s not included)
     damaged_pages: int = 0  # pages fetched again because they came back damaged
+    mended_pages: int = 0  # damaged pages mended instead (_mend.py)
+    mended_events: int = 0  # damaged events fetched whole by the bulk endpoint
+    bulk_requests: int = 0
     pages: int = 0
     fetched: int = 0  # events received, repeats included
     inserted: int = 0
@@ -61,6 +64,7 @@ class Summary:
     api_total: int | None
     per_minute: list[int] = attrs.Factory(list)  # events inserted in each minute of the run
     damaged_pages: int = 0  # pages fetched again because they came back damaged
+    mended_pages: int = 0  # damaged pages mended by the bulk endpoint instead
     peak_feed_in_flight: int = 0
 
     def to_dict(self) -> dict[str, Any]:

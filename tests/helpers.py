@@ -11,6 +11,7 @@ import httpx
 import trio
 
 from flowtel._api import Api
+from flowtel._mend import Mender
 from flowtel._pacer import FeedPacer
 from flowtel._paginator import Fetcher
 from flowtel._ratelimit import RateLimiter
@@ -44,6 +45,7 @@ async def fetcher_for(
     *,
     feed: bool = False,
     page_size: int = 5000,
+    mend: bool = False,
 ) -> AsyncIterator[Fetcher]:
     async with httpx.AsyncClient(
         base_url=sim.config.base_url, transport=transport or SimulatorTransport(sim)
@@ -61,6 +63,7 @@ async def fetcher_for(
             backoff=backoff,
             stats=stats,
             page_size=page_size,
+            mender=Mender(api, stats) if mend else None,
         )
 
 

@@ -37,10 +37,11 @@ async def walk(
     page_size: int = 100,
     consume_delay: float = 0.0,
     recorder: Recorder | None = None,
+    mend: bool = False,
     **paginate_kwargs: object,
 ) -> tuple[list[Page], object]:
     pages: list[Page] = []
-    async with fetcher_for(sim, recorder, feed=feed, page_size=page_size) as fetcher:
+    async with fetcher_for(sim, recorder, feed=feed, page_size=page_size, mend=mend) as fetcher:
         send, receive = trio.open_memory_channel[Page](0)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(lambda: paginate(checkpoint, fetcher, send, **paginate_kwargs))
