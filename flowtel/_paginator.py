@@ -250,7 +250,9 @@ async def paginate(
                 sent_at_watermark = _ids_at_watermark(page)
             page = within_bound(page, shards.lower_bound(cp.stream) if shards else None)
             if shards is not None:
-                shards.progressed(page.checkpoint)
+                brought = page.checkpoint.events - cp.events
+                share = min(brought / fetcher.page_size, 1.0) if ended_early else 1.0
+                shards.progressed(page.checkpoint, share)
             cp = page.checkpoint
             await send_pages.send(page)
             # A stream spends most of its time waiting for its next answer; a page (MBs of

@@ -124,7 +124,7 @@ class Shards:
     _origin: dict[str, tuple[float, int, int]] = attrs.Factory(dict)
     _next: int = 0
     _feed_speed: float | None = None
-    _feed_pages: int = 0  # pages the feed's streams have had in this run
+    _feed_pages: float = 0.0  # pages the feed's streams have had in this run (see progressed)
     _fetched: int = 0  # events the streams have fetched, in this run and the ones it resumes
     _feed_requests_before: int = 0  # the feed's requests before the streams (range probes)
     _waiting: dict[str, trio.CancelScope] = attrs.Factory(dict)  # streams in a fetch
@@ -147,9 +147,12 @@ class Shards:
         cp = self.streams.get(stream)
         return cp.since_ms if cp is not None else None
 
-    def progressed(self, cp: Checkpoint) -> None:
+    def progressed(self, cp: Checkpoint, page_share: float = 1.0) -> None:
+        """A stream's page has come. `page_share` is less than 1 for a page that ended early
+        (a damaged page mended, _mend.py): the feed's cost of a page, from which the requests
+        its streams have left are told, counts it as the share of a page it brought."""
         if cp.source == "feed":
-            self._feed_pages += 1
+            self._feed_pages += page_share
         if (before := self.streams.get(cp.stream)) is not None:
             self._fetched += cp.events - before.events
         if cp.done:

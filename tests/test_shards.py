@@ -716,6 +716,28 @@ async def test_the_listing_hands_the_feed_only_what_its_windows_have_room_for(
     assert wary.split_largest() is None
 
 
+async def test_a_page_that_ended_early_counts_as_the_share_it_brought(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """32 requests brought the feed 32 pages (`beside` above: it takes 3 of the listing's), or
+    29 and three mended pages that ended a third of the way in (_mend.py): 30 pages' worth,
+    their shortfall costs like faults, and as in `wary` above, the listing keeps all 7."""
+    listing_budget = RateLimiter("events", limit=10, window=60.0, latency=0.5, held_back=1)
+    runs = [_listing_above_two_feed_shards(listing_budget, 90) for _ in range(2)]
+    feed_budget = await _pacer_after(sent=32, latency=5.0)  # t = 5: 8 left until 60
+    listing_budget.remaining, listing_budget.window_end = 0, 45.0
+    outcomes = []
+    for shards, share in zip(runs, (1 / 3, 1.0), strict=True):
+        shards.feed_budget = feed_budget
+        shards.progressed(attrs.evolve(shards.streams[LISTING], watermark=_instant(97 * DAY)))
+        feed = attrs.evolve(shards.streams["feed-001"], watermark=_instant(5 * DAY))
+        for page in range(32):
+            shards.progressed(feed, page_share=share if page < 3 else 1.0)
+        shards.finished("feed-002")
+        outcomes.append(shards.split_largest())
+    assert outcomes[1] is not None and outcomes[0] is None
+
+
 async def test_a_page_the_listing_has_no_window_for_goes_to_a_feed_with_room_on_average(
     autojump_clock: trio.abc.Clock,
 ) -> None:
