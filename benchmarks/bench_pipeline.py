@@ -292,6 +292,8 @@ def main() -> int:
         "throttled_429": summary.get("throttled"),
         "retries": summary.get("retries"),
         "damaged_pages_refetched": summary.get("damaged_pages"),
+        # Mended by the bulk endpoint instead, each ended before its first event without an id.
+        "damaged_pages_mended": summary.get("mended_pages"),
         # Requests beyond one per page: what the profile's own faults cost of the budget,
         # which the lower bound does not count.
         "requests_beyond_pages": (summary.get("requests") or 0) - (summary.get("pages") or 0),

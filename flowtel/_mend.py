@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 import attrs
+import trio
 
 from flowtel._api import Api
 from flowtel._errors import ApiError, RateLimited, TransientError
@@ -45,7 +46,10 @@ def _has_id(event: Any) -> bool:
 class Mender:
     api: Api
     stats: RunStats
-    attempts: int = 2  # per bulk request: it costs no budget, but a stream waits for it
+    # Per bulk request: it costs no budget, but its stream waits for it. What is not back in
+    # time is not mended: the page ends before it, at no more cost than fetching it again.
+    attempts: int = 2
+    timeout: float = 3.0
     enabled: bool = True
 
     async def mend(self, events: list[Any]) -> list[Any]:
@@ -73,7 +77,11 @@ class Mender:
         """The whole events of `ids` that one bulk request gives, by id."""
         for _ in range(self.attempts):
             try:
-                answer = await self.api.request("POST", BULK_PATH, json_body={"ids": ids})
+                with trio.fail_after(self.timeout):
+                    answer = await self.api.request("POST", BULK_PATH, json_body={"ids": ids})
+            except trio.TooSlowError:
+                log.info("the bulk endpoint took more than %.0f s", self.timeout)
+                continue
             except RateLimited:
                 self._stop("it answered 429")
                 return {}

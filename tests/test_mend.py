@@ -87,6 +87,19 @@ async def test_a_failing_bulk_endpoint_costs_no_event(autojump_clock: trio.abc.C
     assert stats.bulk_requests == sim.stats.requests[("bulk", 502)] > 0  # type: ignore[attr-defined]
 
 
+async def test_a_slow_bulk_endpoint_is_not_waited_for(autojump_clock: trio.abc.Clock) -> None:
+    # Its stream waits for it: an answer not back in 3 s is given up, and the page ends before
+    # its first damaged event instead.
+    slow = Endpoint(faults=Faults(slow=1.0, slow_s=(30.0, 30.0)))
+    sim = damaged_sim(2_000, 0.5, bulk=slow)
+    started = trio.current_time()
+    pages, stats = await walk(sim, FEED, feed=True, page_size=500, mend=True)
+    assert len(set(ids_of(pages))) == 2_000
+    assert all(whole(e) for page in pages for e in page.raw_events)
+    assert stats.mended_events == 0 and stats.bulk_requests > 0  # type: ignore[attr-defined]
+    assert trio.current_time() - started <= stats.bulk_requests * 3.0 + 1  # type: ignore[attr-defined]
+
+
 async def test_a_bulk_endpoint_with_a_budget_is_left_alone(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
