@@ -282,8 +282,10 @@ async def test_reconnects_after_pg_terminate_backend(database_url: str, pg_admin
 
 async def test_reconnects_when_terminated_mid_commit(database_url: str, pg_admin: Any) -> None:
     # command_timeout: asyncpg can miss a connection dropped mid-COPY over a unix socket;
-    # the watchdog then retries it (this is what the embedded server exercises).
-    async with open_database(database_url, command_timeout=1.0) as db:
+    # the watchdog then retries it (this is what the embedded server exercises). 5 s, not 1:
+    # on a loaded machine the 40,000-event COPY itself took longer than 1 s, every retry timed
+    # out too, and the test failed when the reconnect deadline ran out.
+    async with open_database(database_url, command_timeout=5.0) as db:
         for delay in (0.005, 0.02, 0.05):
             async with trio.open_nursery() as nursery:
 
