@@ -45,7 +45,8 @@ class StreamAccess:
     endpoint: str
     header: str
     token: Secret
-    expires_at: float  # trio clock
+    renew_at: float  # trio clock: from then on a new token is asked for
+    expires_at: float  # trio clock: not sent after this (its lifetime less a margin)
 
 
 class Api:

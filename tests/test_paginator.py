@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import attrs
+import httpx
 import pytest
 import trio
 
@@ -192,6 +193,54 @@ async def test_token_is_renewed_before_it_expires(autojump_clock: trio.abc.Clock
     assert len(set(ids_of(pages))) == 2_000
     tokens = recorder.times("/internal/dashboard/stream-access")
     assert len(tokens) >= 2  # 20 pages x 2 s = 40 s > one 30 s token
+    assert [s for _, _, s, _ in recorder.log].count(403) == 0
+
+
+class RefusedRenewal(Recorder):
+    """The simulator, but the second token request gets a 429 with Retry-After: 10."""
+
+    tokens = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/stream-access"):
+            self.tokens += 1
+            if self.tokens == 2:
+                self.log.append((trio.current_time(), request.url.path, 429, {}))
+                return httpx.Response(429, headers={"Retry-After": "10"}, json={"code": "X"})
+        return await super().handle_async_request(request)
+
+
+async def test_other_streams_go_on_while_one_renews_the_token(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Tokens live 60 s: renewed from 48 s, sent until 57 s. The renewal waits 10 s for a
+    # 429: the other stream goes on with the old token meanwhile instead of waiting too.
+    sim = quiet_sim(
+        8_000, token_lifetime_s=60, feed=attrs.evolve(QUIET, latency=Latency((2.0, 2.0)))
+    )
+    recorder = RefusedRenewal(sim)
+    middle = sim.dataset.instant_ms(4_000)
+    halves = [
+        Checkpoint("feed-001", "feed", until_ms=middle),
+        Checkpoint("feed-002", "feed", since_ms=middle + 1),
+    ]
+    pages: list[Page] = []
+    async with fetcher_for(sim, recorder, feed=True, page_size=100) as fetcher:
+        send, receive = trio.open_memory_channel[Page](0)
+        async with trio.open_nursery() as nursery:
+            for cp in halves:
+                nursery.start_soon(paginate, cp, fetcher, send.clone())
+            send.close()
+            async with receive:
+                async for page in receive:
+                    pages.append(page)
+    assert len(set(ids_of(pages))) == 8_000
+    refused = recorder.times("/internal/dashboard/stream-access", 429)
+    assert len(refused) == 1 and 48 <= refused[0] < 57
+    feed = [t for t, path, status, _ in recorder.log if path.endswith("/feed") and status == 200]
+    during = [t for t in feed if refused[0] < t < refused[0] + 10]
+    assert len(during) >= 2  # the other stream, a page every 2 s until the old token's end
+    assert all(t < 57 for t in during)
     assert [s for _, _, s, _ in recorder.log].count(403) == 0
 
 
