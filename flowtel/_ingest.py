@@ -266,18 +266,22 @@ async def _paginate_all(
     unfilled = 0  # streams that finished without a split to take their place
     while active:
         # A split declined may be worth it later (the listing keeps pages while the feed's
-        # window has no room for them, and may be the last stream left): asked again.
-        with trio.move_on_after(RESPLIT_EVERY if unfilled else math.inf):
+        # window has no room for them, and may be the last stream left): asked again. So is
+        # one that spreads the feed's last window over more streams.
+        with trio.move_on_after(RESPLIT_EVERY if shards is not None else math.inf):
             stream = await finished_receive.receive()
             active -= 1
             if shards is not None:
                 shards.finished(stream)
                 unfilled += 1
-        if shards is None or not unfilled:
+        if shards is None:
             continue
-        split = shards.split_largest()
+        split = shards.split_largest() if unfilled else None
         if split is not None:
             unfilled -= 1
+        else:
+            split = shards.spread()
+        if split is not None:
             new, shrunk = split
             # The new shard's checkpoint goes into the channel before the shrunk stream can
             # send a page with its raised bound (pages commit in order): at every moment the

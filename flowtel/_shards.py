@@ -266,9 +266,31 @@ class Shards:
             if cp.stream != LISTING
         )
 
-    def split_largest(self) -> tuple[Checkpoint, Checkpoint] | None:
-        """Plan carving the older part off the stream that would finish last: (new shard,
-        shrunk stream). Nothing changes until `apply_split`.
+    def spread(self) -> tuple[Checkpoint, Checkpoint] | None:
+        """In the feed's last window (its window has room for everything its streams have
+        left), a split of the feed stream with most pages left, if it has more than its share
+        of the requests that go at once: the streams' pages then go side by side to the end,
+        not one stream's last several one after another. In a virtual live 3M run a stream
+        that had 7 of the last window's 36 pages, at 5 to 9 s a page, ended the run 7 s after
+        the others. None: nothing to spread."""
+        budget = self.feed_budget
+        if budget is None or not self._feed_has_room():
+            return None
+        left = {
+            name: self.pages_left(cp) or 0.0 for name, cp in self.streams.items() if name != LISTING
+        }
+        if not left:
+            return None
+        busiest = max(left, key=left.__getitem__)
+        at_once = max(1, math.floor(budget.concurrency))
+        share = math.ceil(sum(math.ceil(pages) for pages in left.values()) / at_once)
+        if math.ceil(left[busiest]) <= share:
+            return None
+        return self.split_largest(busiest)
+
+    def split_largest(self, stream: str | None = None) -> tuple[Checkpoint, Checkpoint] | None:
+        """Plan carving the older part off the stream that would finish last (or `stream`):
+        (new shard, shrunk stream). Nothing changes until `apply_split`.
 
         The cut is placed so that both halves should finish together at their speeds (a
         listing walks faster than one feed shard); without speeds, in the middle.
@@ -289,7 +311,7 @@ class Shards:
             speed = speeds[cp.stream] or feed_speed
             return self.remaining_ms(cp) / speed if speed else float(self.remaining_ms(cp))
 
-        slowest = max(self.streams.values(), key=time_left)
+        slowest = self.streams[stream] if stream else max(self.streams.values(), key=time_left)
         span = self.remaining_ms(slowest)
         cut: int | None = None
         if slowest.stream == LISTING and feed_speed:
