@@ -12,7 +12,7 @@ import gc
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -262,7 +262,33 @@ async def _paginate_all(
 
     for cp in streams:
         nursery.start_soon(walk, cp, send_pages.clone())
-    active = len(streams)
+    renewing = trio.CancelScope()
+    if fetcher.tokens is not None:
+        tokens = fetcher.tokens
+
+        async def keep_token_fresh() -> None:
+            with renewing:
+                await tokens.keep_fresh()
+
+        nursery.start_soon(keep_token_fresh)
+    try:
+        await _split_as_streams_finish(
+            nursery, shards, walk, len(streams), finished_receive, send_pages
+        )
+    finally:
+        renewing.cancel()  # the streams are done: no more tokens
+
+
+async def _split_as_streams_finish(
+    nursery: trio.Nursery,
+    shards: Shards | None,
+    walk: Callable[[Checkpoint, trio.MemorySendChannel[Page]], Awaitable[None]],
+    active: int,
+    finished_receive: trio.MemoryReceiveChannel[str],
+    send_pages: trio.MemorySendChannel[Page],
+) -> None:
+    """Until every stream is done: each time one finishes, a new shard carved off the
+    stream that would finish last, and in the feed's last window, its work spread."""
     unfilled = 0  # streams that finished without a split to take their place
     while active:
         # A split declined may be worth it later (the listing keeps pages while the feed's

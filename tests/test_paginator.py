@@ -244,6 +244,26 @@ async def test_other_streams_go_on_while_one_renews_the_token(
     assert [s for _, _, s, _ in recorder.log].count(403) == 0
 
 
+async def test_the_token_is_renewed_when_due_even_while_no_request_asks(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # A feed that has spent its window asks for no token until the next window opens: the
+    # token is renewed when due all the same (every 48 s of a 60 s life), so the next window
+    # does not open on an expired one, and its renewal's faults.
+    sim = quiet_sim(1_000, token_lifetime_s=60)
+    recorder = Recorder(sim)
+    async with fetcher_for(sim, recorder, feed=True) as fetcher:
+        assert fetcher.tokens is not None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetcher.tokens.keep_fresh)
+            await trio.sleep(100)
+            fresh = await fetcher.tokens.get()
+            nursery.cancel_scope.cancel()
+    issued = recorder.times("/internal/dashboard/stream-access")
+    assert issued == [0.0, 48.0, 96.0]
+    assert fresh.renew_at == 96.0 + 48.0
+
+
 async def test_token_faults_are_counted_as_retries_and_429s(
     autojump_clock: trio.abc.Clock,
 ) -> None:
