@@ -39,13 +39,15 @@ from flowtel.testing import profile
 from flowtel.testing._config import Faults, SimulatorConfig
 
 
+def transport_faults(faults: Faults) -> float:
+    """The share of answers lost to the transport: every transport fault but a slow answer
+    (and a spurious 429, which the server does not count)."""
+    return sum(p for kind, p in faults.transport_kinds() if kind not in ("slow", "rate_limited"))
+
+
 def request_faults(faults: Faults) -> float:
-    """The share of answers that cost a request: every transport fault but a slow answer
-    (and a spurious 429, which the server does not count), and damaged pages."""
-    transport = sum(
-        p for kind, p in faults.transport_kinds() if kind not in ("slow", "rate_limited")
-    )
-    return 1 - (1 - transport) * (1 - faults.missing_fields)
+    """The share of answers that cost a request: transport faults and damaged pages."""
+    return 1 - (1 - transport_faults(faults)) * (1 - faults.missing_fields)
 
 
 def feed_yield(config: SimulatorConfig, rng: random.Random, mend: bool) -> float:
@@ -53,10 +55,7 @@ def feed_yield(config: SimulatorConfig, rng: random.Random, mend: bool) -> float
     page, mended, what comes before its first event without an id (the simulator's damage
     hits a share of the page's events, each losing one of the event's fields)."""
     faults = config.feed.faults
-    transport = sum(
-        p for kind, p in faults.transport_kinds() if kind not in ("slow", "rate_limited")
-    )
-    if rng.random() < transport:
+    if rng.random() < transport_faults(faults):
         return 0.0
     if rng.random() >= faults.missing_fields:
         return 1.0

@@ -353,10 +353,14 @@ class Simulator:
         if chaos:
             headers.append(("X-Chaos-Applied", "missingFields"))
         if fault == "truncated":
-            self.stats.faults[f"{endpoint}:truncated"] += 1
-            cut = self._rng.randrange(1, max(2, len(page) - 1))
-            return Response(200, headers, page[:cut])
+            return self._cut_off(endpoint, headers, page)
         return Response(200, headers, page)
+
+    def _cut_off(self, endpoint: str, headers: list[tuple[str, str]], body: bytes) -> Response:
+        """A 200 whose JSON body is cut off part-way (valid HTTP, bad JSON)."""
+        self.stats.faults[f"{endpoint}:truncated"] += 1
+        cut = self._rng.randrange(1, max(2, len(body) - 1))
+        return Response(200, headers, body[:cut])
 
     def _transport_fault(
         self, fault: str, dice: FaultDice, headers: list[tuple[str, str]]
@@ -583,9 +587,7 @@ class Simulator:
         content = b'{"data":[' + ",".join(found).encode() + b'],"meta":' + meta + b"}"
         headers.append(("Content-Type", "application/json; charset=utf-8"))
         if fault == "truncated":
-            self.stats.faults["bulk:truncated"] += 1
-            cut = self._rng.randrange(1, max(2, len(content) - 1))
-            return Response(200, headers, content[:cut])
+            return self._cut_off("bulk", headers, content)
         return Response(200, headers, content)
 
     # -- submissions ----------------------------------------------------------------------------
