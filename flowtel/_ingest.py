@@ -303,9 +303,8 @@ async def _split_as_streams_finish(
         if shards is None:
             continue
         split = shards.split_largest() if unfilled else None
-        if split is not None:
-            unfilled -= 1
-        else:
+        replacing = split is not None
+        if split is None:
             split = shards.spread()
         if split is not None:
             new, shrunk = split
@@ -313,9 +312,13 @@ async def _split_as_streams_finish(
             # send a page with its raised bound (pages commit in order): at every moment the
             # saved streams cover everything not yet committed.
             await send_pages.send(Page(new.stream, [], new))
-            shards.apply_split(new, shrunk)
-            nursery.start_soon(walk, new, send_pages.clone())
-            active += 1
+            if shards.apply_split(new, shrunk):
+                nursery.start_soon(walk, new, send_pages.clone())
+                active += 1
+                if replacing:
+                    unfilled -= 1
+            else:  # the stream finished during the send, its range walked: nothing to split
+                await send_pages.send(Page(new.stream, [], attrs.evolve(new, done=True)))
 
 
 async def normalize_pages(
