@@ -318,6 +318,11 @@ async def _split_as_streams_finish(
                 if replacing:
                     unfilled -= 1
             else:  # the stream finished during the send, its range walked: nothing to split
+                log.info(
+                    "%s finished before its split was saved: %s is not needed",
+                    shrunk.stream,
+                    new.stream,
+                )
                 await send_pages.send(Page(new.stream, [], attrs.evolve(new, done=True)))
 
 

@@ -376,7 +376,7 @@ async def test_a_declined_split_is_asked_for_again(
 
 
 async def test_a_stream_that_finishes_while_its_split_is_sent_is_not_split(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A split is planned, its new shard's checkpoint sent (the Writer may be busy), and only
     then applied. A stream that finished during that send walked the new shard's range
@@ -403,12 +403,14 @@ async def test_a_stream_that_finishes_while_its_split_is_sent_is_not_split(
         async for page in receive:
             written.append(page.checkpoint)
 
+    caplog.set_level(logging.INFO, logger="flowtel")
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(write_slowly)
             async with send:
                 await _split_as_streams_finish(nursery, shards, walk, 2, finished_receive, send)
     assert walked == []
+    assert "feed-001 finished before its split was saved: feed-003 is not needed" in caplog.text
     assert [(cp.stream, cp.since_ms, cp.until_ms, cp.done) for cp in written] == [
         ("feed-003", 0, 20 * DAY, False),
         ("feed-003", 0, 20 * DAY, True),
