@@ -290,11 +290,16 @@ async def _split_as_streams_finish(
     """Until every stream is done: each time one finishes, a new shard carved off the
     stream that would finish last, and in the feed's last window, its work spread."""
     unfilled = 0  # streams that finished without a split to take their place
+    split_made = False
     while active:
         # A split declined may be worth it later (the listing keeps pages while the feed's
         # window has no room for them, and may be the last stream left): asked again. So is
-        # one that spreads the feed's last window over more streams.
-        with trio.move_on_after(RESPLIT_EVERY if shards is not None else math.inf):
+        # one that spreads the feed's last window over more streams. After a split, at once:
+        # the last window may need several, and one every RESPLIT_EVERY held its busiest
+        # streams to a page after another for seconds each.
+        wait = 0 if split_made else RESPLIT_EVERY if shards is not None else math.inf
+        split_made = False
+        with trio.move_on_after(wait):
             stream = await finished_receive.receive()
             active -= 1
             if shards is not None:
@@ -315,6 +320,7 @@ async def _split_as_streams_finish(
             if shards.apply_split(new, shrunk):
                 nursery.start_soon(walk, new, send_pages.clone())
                 active += 1
+                split_made = True
                 if replacing:
                     unfilled -= 1
             else:  # the stream finished during the send, its range walked: nothing to split

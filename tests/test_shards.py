@@ -814,33 +814,62 @@ async def test_a_page_the_listing_has_no_window_for_goes_to_a_feed_with_room_on_
     assert (new.since_ms, new.until_ms) == (86 * DAY, shrunk.since_ms)
 
 
+async def _last_window(pages: list[int], sent: int) -> Shards:
+    """Feed streams with `pages` pages left each (a page a day), and a feed window in which
+    `sent` of its 40 requests have gone, 4 at a time."""
+    shards = Shards(floor_ms=0, ceiling_ms=100 * DAY, events_per_ms=5000 / DAY)
+    shards.feed_budget = await _pacer_after(sent=sent, latency=5.0)
+    top = 0
+    for number, count in enumerate(pages, start=1):
+        name = f"feed-{number:03d}"
+        # A page a day; each stream has walked a day of its range at that density.
+        shards.add(Checkpoint(name, "feed", since_ms=top, until_ms=top + (count + 1) * DAY))
+        shards.progressed(
+            attrs.evolve(shards.streams[name], watermark=_instant(top + count * DAY), events=5000)
+        )
+        top += (count + 1) * DAY
+    return shards
+
+
 async def test_the_last_window_is_spread_over_the_streams(autojump_clock: trio.abc.Clock) -> None:
     """With room in the feed's window for all that is left, 4 requests at a time and 12
     pages to go, a stream with 8 of them is split (3 a stream would do); with 3 it is not,
     nor while the window has no room for them all."""
-
-    async def streams(pages: list[int], sent: int) -> Shards:
-        shards = Shards(floor_ms=0, ceiling_ms=100 * DAY, events_per_ms=5000 / DAY)
-        shards.feed_budget = await _pacer_after(sent=sent, latency=5.0)  # 4 at a time
-        top = 0
-        for number, count in enumerate(pages, start=1):
-            name = f"feed-{number:03d}"
-            # A page a day; each stream has walked a day of its range at that density.
-            shards.add(Checkpoint(name, "feed", since_ms=top, until_ms=top + (count + 1) * DAY))
-            shards.progressed(
-                attrs.evolve(
-                    shards.streams[name], watermark=_instant(top + count * DAY), events=5000
-                )
-            )
-            top += (count + 1) * DAY
-        return shards
-
-    uneven = await streams([8, 2, 2], sent=4)  # 36 left in this window
+    uneven = await _last_window([8, 2, 2], sent=4)  # 36 left in this window
     new, shrunk = uneven.spread() or (None, None)
     assert shrunk is not None and new is not None and shrunk.stream == "feed-001"
     assert 3 <= uneven.pages_left(shrunk) <= 4 and 4 <= (uneven.pages_left(new) or 0) <= 5  # type: ignore[operator]
-    assert (await streams([3, 3, 3, 3], sent=4)).spread() is None
-    assert (await streams([8, 2, 2], sent=30)).spread() is None  # 10 left: no room for 12
+    assert (await _last_window([3, 3, 3, 3], sent=4)).spread() is None
+    assert (await _last_window([8, 2, 2], sent=30)).spread() is None  # 10 left: no room for 12
+
+
+async def test_the_last_window_is_spread_at_once_not_a_split_every_tick(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Two streams with 8 pages each, 20 pages to go 4 at a time: both are split in the
+    same instant, until no stream has more than its share (5 pages), not one split every
+    RESPLIT_EVERY (2 s) while the other stream walks its pages one after another."""
+    shards = await _last_window([8, 8, 2, 2], sent=4)
+    finished_send, finished_receive = trio.open_memory_channel[str](math.inf)
+    send, receive = trio.open_memory_channel[Page](math.inf)
+    started: list[float] = []
+
+    async def walk(cp: Checkpoint, _send: trio.MemorySendChannel[Page]) -> None:
+        started.append(trio.current_time())
+        await trio.sleep_forever()  # a stream still walking
+
+    now = trio.current_time()
+    with trio.move_on_after(RESPLIT_EVERY + 1):
+        async with trio.open_nursery() as nursery:
+            await _split_as_streams_finish(nursery, shards, walk, 4, finished_receive, send)
+    assert started == [now + RESPLIT_EVERY] * 2
+    share = math.ceil(
+        sum(math.ceil(shards.pages_left(cp) or 0) for cp in shards.streams.values()) / 4
+    )
+    assert max(math.ceil(shards.pages_left(cp) or 0) for cp in shards.streams.values()) <= share
+    assert shards.spread() is None
+    finished_send.close()
+    receive.close()
 
 
 async def test_in_the_last_window_the_last_pages_are_split_a_page_apart(
