@@ -426,22 +426,15 @@ class Shards:
         Each page costs the requests a page has cost so far (faults, damaged pages, partial
         last pages), and the feed may meet more faults than that average: a cut is never
         undone, so the feed is given room for one standard deviation more (unless `margin` is
-        False: the average alone). None: nothing to go by yet.
-
-        Less the requests out now: the window has counted them, and the pages they bring are
-        still among those left (nor do they count in the cost of a page yet). Counted twice, they hid the room in a run's last window: in
-        a virtual live 3M run (seed 20) it opened with 40 requests for 37 (cautiously), but
-        with 6 requests out the check saw 34 for 37, and found room only 25 s later."""
+        False: the average alone). None: nothing to go by yet."""
         budget = self.feed_budget
         if budget is None or self._feed_pages == 0:
             return None
         pages = math.ceil(more_pages) + self.feed_pages_left()
-        out = budget.in_flight
-        requests = budget.requests - budget.throttled - self._feed_requests_before - out
+        requests = budget.requests - budget.throttled - self._feed_requests_before
         per_page = max(1.0, requests / self._feed_pages)
         extra = pages * (per_page - 1)
-        needed = math.ceil(pages + extra + (math.sqrt(extra) if margin else 0.0))
-        return max(needed - out, 0)
+        return math.ceil(pages + extra + (math.sqrt(extra) if margin else 0.0))
 
     def _feed_has_room(self) -> bool:
         """Whether the feed's window has room for all its streams have left and a request

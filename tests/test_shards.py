@@ -843,25 +843,6 @@ async def test_the_last_window_is_spread_over_the_streams(autojump_clock: trio.a
     assert (await _last_window([8, 2, 2], sent=30)).spread() is None  # 10 left: no room for 12
 
 
-async def test_requests_out_are_not_counted_twice_in_the_last_window(
-    autojump_clock: trio.abc.Clock,
-) -> None:
-    """35 pages left and 36 requests in the window: room for them all and one to spare. With
-    4 of those requests out, 32 are left for the 31 pages still to ask for: still room. The
-    requests out were counted as spent and their pages as still to fetch, so a run's last
-    window found room only once most of it had gone by."""
-    shards = await _last_window([8, 9, 9, 9], sent=4)
-    assert shards._feed_has_room()
-    pacer = shards.feed_budget
-    assert pacer is not None
-    tickets = [await pacer.acquire() for _ in range(4)]
-    assert (pacer.left_in_window(), pacer.in_flight) == (32, 4)
-    assert shards._feed_requests(0) == 31
-    assert shards._feed_has_room()
-    for ticket in tickets:
-        pacer.failed(ticket)
-
-
 async def test_the_last_window_is_spread_at_once_not_a_split_every_tick(
     autojump_clock: trio.abc.Clock,
 ) -> None:
