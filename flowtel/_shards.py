@@ -39,6 +39,10 @@ class TimeRange:
     estimated: bool = False
 
 
+# The count of a feed's faults at three points, with their weights: an expectation over a
+# normal distribution in three evaluations (Gauss-Hermite).
+FAULT_POINTS = ((1 / 6, -math.sqrt(3)), (2 / 3, 0.0), (1 / 6, math.sqrt(3)))
+
 # What a planned stream holds less than whole pages, where the data's density is known: its
 # last page then comes nearly full, where a part of a page costs a request like a whole one.
 PAGE_MARGIN = 0.1
@@ -400,33 +404,32 @@ class Shards:
             keep = self._kept_range(cp, span, pages, kept)
             moved = pages * (span - keep) / span
             listing = self._listing_seconds(cp, kept) or 0.0
-            cautious, expected = self._feed_seconds(moved), self._feed_seconds(moved, False)
-            if cautious is None or expected is None:
-                # A new shard alone, at the speed feed shards have had.
-                cautious = expected = (span - keep) / feed_speed
-            # The finish halfway between the feed's average faults and one standard deviation
-            # more. By the average alone, the feed would be handed pages whose one unlucky
-            # fault costs it a window, to gain a second; by the deviation alone, the listing
-            # would keep a page that costs it a window for certain (its window is spent),
-            # where the feed would have room for it unless its faults run high.
-            finish = (max(listing, cautious) + max(listing, expected)) / 2
+            # The finish to expect over the count of the feed's faults, which is about
+            # normal (three points, Gauss-Hermite). A listing page kept past its window costs
+            # a window for certain; handed to the feed, only where its faults run high.
+            finish = 0.0
+            for weight, deviations in FAULT_POINTS:
+                feed = self._feed_seconds(moved, deviations)
+                if feed is None:  # a new shard alone, at the speed feed shards have had
+                    feed = (span - keep) / feed_speed
+                finish += weight * max(listing, feed)
             cuts.append((finish, -kept, span - keep))  # soonest; then the listing keeps most
         return min(cuts)[2]
 
-    def _feed_seconds(self, more_pages: float, margin: bool = True) -> float | None:
+    def _feed_seconds(self, more_pages: float, deviations: float = 1.0) -> float | None:
         """Seconds the feed needs, in its learned windows, for what its streams have left and
         `more_pages` besides. None: its budget is not known yet."""
-        requests = self._feed_requests(more_pages, margin)
+        requests = self._feed_requests(more_pages, deviations)
         if requests is None or self.feed_budget is None:
             return None
         return self.feed_budget.seconds_for(requests)
 
-    def _feed_requests(self, more_pages: float, margin: bool = True) -> int | None:
+    def _feed_requests(self, more_pages: float, deviations: float = 1.0) -> int | None:
         """Requests the feed needs for what its streams have left and `more_pages` besides.
         Each page costs the requests a page has cost so far (faults, damaged pages, partial
-        last pages), and the feed may meet more faults than that average: a cut is never
-        undone, so the feed is given room for one standard deviation more (unless `margin` is
-        False: the average alone). None: nothing to go by yet."""
+        last pages), and the feed may meet more faults than that average, or fewer: with
+        `deviations` standard deviations more (fewer, below 0) than the average, no fewer
+        than one request a page. None: nothing to go by yet."""
         budget = self.feed_budget
         if budget is None or self._feed_pages == 0:
             return None
@@ -434,7 +437,7 @@ class Shards:
         requests = budget.requests - budget.throttled - self._feed_requests_before
         per_page = max(1.0, requests / self._feed_pages)
         extra = pages * (per_page - 1)
-        return math.ceil(pages + extra + (math.sqrt(extra) if margin else 0.0))
+        return max(pages, math.ceil(pages + extra + deviations * math.sqrt(extra)))
 
     def _feed_has_room(self) -> bool:
         """Whether the feed's window has room for all its streams have left and a request
