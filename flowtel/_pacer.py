@@ -6,9 +6,10 @@ Two controls, both adaptive:
   requests that got through since the window began are its limit `L`, and `t + R` minus that
   beginning is its length `W`. From then on each window (anchored, like the server's, at its
   first request) gets `L` requests, sent as soon as they are wanted; after a few clean windows
-  one more is tried, so a raised limit is found. If a 429 comes although the window's budget
-  was kept, the server is not counting in fixed windows: the pacer switches to spacing
-  requests evenly, `W / L` apart, which stays inside sliding windows and token buckets too.
+  one more is tried, so a raised limit is found. A 429 although the window's budget was kept
+  lowers the limit; a second within a few windows means the server is not counting in fixed
+  windows: the pacer switches to spacing requests evenly, `W / L` apart, which stays inside
+  sliding windows and token buckets too.
 - **The window's length, closely.** Retry-After comes in whole seconds, rounded up, so one
   429 tells `W` only to within a second, and every window opened that much late puts the
   run's end back by as much. So the request beyond the limit is sent at a chosen instant.
@@ -57,6 +58,8 @@ class FeedPacer:
     limit: int | None = None  # requests per window
     window: float | None = None  # seconds
     probe_every: int = 5  # clean, fully used windows before one more request is tried
+    mismatch_memory: int = 5  # windows within which two refusals inside the budget mean
+    # the server is not counting in fixed windows (further apart: a limit that fell twice)
     guard: float = 0.05  # seconds added to a learned window
     phase_precision: float = 0.3  # seconds: how closely probes pin the window's length down
     second_margin: float = 0.05  # seconds past a whole second that the first such probe goes
@@ -80,7 +83,7 @@ class FeedPacer:
     _probe_at: float | None = None  # when this window's probe goes, once chosen
     _aligned: bool = False  # a probe on a whole second of its window has been chosen
     _clean_windows: int = 0
-    _mismatches: int = 0
+    _last_mismatch: float = -math.inf  # when a request inside the budget was last refused
     _clean_since: float = 0.0
     _accepted: tuple[float, int] | None = None  # (window start, limit before) of the last
     _next_send: float = -math.inf  # even mode
@@ -349,11 +352,14 @@ class FeedPacer:
             self._window_budget > (self.limit or 0)
         ):
             # Refused inside the budget: the limit fell, or the server does not count in
-            # fixed windows. Once may be the former; twice, space requests evenly instead.
-            self._mismatches += 1
+            # fixed windows. Once may be the former; twice in a few windows, space requests
+            # evenly instead. Further apart, it is a limit that fell twice: a long run must
+            # not give its windows up for good.
             assert self.window is not None and self.limit is not None
+            again = refused_at - self._last_mismatch <= self.mismatch_memory * self.window
+            self._last_mismatch = refused_at
             got_through = self._got_through(start, refused_at) if start is not None else 0
-            if self._mismatches < 2:
+            if not again:
                 # A lower limit, if some got through; refused at the very opening of our
                 # window, the server's window had not reopened: keep the limit, note it.
                 self.limit = got_through or self.limit

@@ -206,6 +206,25 @@ async def test_a_lowered_limit_is_followed(autojump_clock: trio.abc.Clock) -> No
     assert server.refused - refused_before <= 3
 
 
+async def test_a_limit_that_falls_twice_far_apart_keeps_its_windows(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Two refusals inside the budget, 10 windows apart, are two lowered limits, not a server
+    # that does not count in fixed windows: each window stays used whole. (Counted over the
+    # whole run, the second switched to even spacing for good: 500 pages in 1,360 s.)
+    pacer, server = FeedPacer(refusal_share=0.0), Throttle(40, 60.0)
+    await drive(pacer, server, pages=120)
+    server.limit = 30
+    await drive(pacer, server, pages=300)
+    server.limit = 25
+    start, refused_before = trio.current_time(), server.refused
+    finished = await drive(pacer, server, pages=500)
+    assert pacer.mode == "window" and pacer.limit == 25
+    assert server.refused - refused_before <= 0.02 * 500  # no storm: the run's 2 %
+    # 500 pages at 25 a window: 20 windows from the first, which was partly spent already.
+    assert finished - start <= 20 * 60.1 + 4.8
+
+
 async def test_a_sliding_window_gets_even_spacing(autojump_clock: trio.abc.Clock) -> None:
     pacer, server = FeedPacer(), Throttle(40, 60.0, kind="sliding")
     finished = await drive(pacer, server, pages=600)
