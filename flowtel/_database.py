@@ -108,6 +108,9 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
 )
+# Commits the server undid to break a deadlock (two Writer lanes inserting the same ids in
+# another order), tried again before the run stops.
+MAX_ROLLBACK_RETRIES = 10
 # Values the server or the driver cannot store (NUL in text, lone surrogates, \u0000 in jsonb).
 _BAD_DATA: tuple[type[BaseException], ...] = (
     asyncpg.DataError,  # server side: SQLSTATE class 22
@@ -568,13 +571,27 @@ class Database:
             log.debug("commit: COMMIT (%d new events, %d checkpoints)", inserted, len(checkpoints))
             return inserted
 
+        rolled_back = 0
         while True:
             try:
                 inserted = await self._retrying(
                     "commit",
                     lambda conn: self._in_transaction(conn, lambda: body(conn)),
-                    passthrough=(*_BAD_DATA, asyncpg.UniqueViolationError),
+                    passthrough=(
+                        *_BAD_DATA,
+                        asyncpg.UniqueViolationError,
+                        asyncpg.TransactionRollbackError,
+                    ),
                 )
+            except asyncpg.TransactionRollbackError as exc:
+                # A deadlock with another Writer lane inserting some of the same ids in
+                # another order (shard edges): the server chose this transaction to undo.
+                # The other one goes on, so the next try finds its ids (or committed ones).
+                rolled_back += 1
+                if rolled_back > MAX_ROLLBACK_RETRIES:
+                    raise self._translate(exc, "commit") from None
+                log.info("commit: %s; trying again", self._redact(_describe(exc)))
+                continue
             except asyncpg.UniqueViolationError as exc:
                 if not direct:
                     raise self._translate(exc, "commit") from None

@@ -8,6 +8,7 @@ how a stage says it is done.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import math
@@ -159,7 +160,11 @@ async def _ingest(
 ) -> Summary:
     assert settings.database_url is not None
     async with (
-        connect_database(settings.database_url, settings.db_reconnect_timeout) as db,
+        connect_database(
+            settings.database_url,
+            settings.db_reconnect_timeout,
+            max_connections=settings.writers + 1,
+        ) as db,
         db.run_lock(),  # one run per database: a second one gets AlreadyRunning (exit 2)
         http_client(settings, transport) as http,
     ):
@@ -224,7 +229,12 @@ async def _run_stages(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(normalize_pages, receive_pages, send_batches, run.stats)
-        nursery.start_soon(write_batches, db, receive_batches, on_commit)
+        nursery.start_soon(
+            functools.partial(write_batches, lanes=settings.writers),
+            db,
+            receive_batches,
+            on_commit,
+        )
         async with send_pages:
             await _paginate_all(nursery, settings, run, streams, shards, send_pages, first)
 
@@ -314,8 +324,9 @@ async def _split_as_streams_finish(
         if split is not None:
             new, shrunk = split
             # The new shard's checkpoint goes into the channel before the shrunk stream can
-            # send a page with its raised bound (pages commit in order): at every moment the
-            # saved streams cover everything not yet committed.
+            # send a page with its raised bound (a page without events commits before any
+            # page after it): at every moment the saved streams cover everything not yet
+            # committed.
             await send_pages.send(Page(new.stream, [], new))
             if shards.apply_split(new, shrunk):
                 nursery.start_soon(walk, new, send_pages.clone())
@@ -557,12 +568,16 @@ async def _summarize(db: Database, run: Run) -> Summary:
 
 
 @asynccontextmanager
-async def connect_database(dsn: str, reconnect_timeout: float = 60.0) -> AsyncIterator[Database]:
+async def connect_database(
+    dsn: str, reconnect_timeout: float = 60.0, max_connections: int = 3
+) -> AsyncIterator[Database]:
     """`open_database`, where a database that cannot be reached at the start is a wrong
     setting (exit 2 at the CLI); once open, losing it is a `WriteError` as usual."""
     opened = False
     try:
-        async with open_database(dsn, reconnect_timeout=reconnect_timeout) as db:
+        async with open_database(
+            dsn, reconnect_timeout=reconnect_timeout, max_connections=max_connections
+        ) as db:
             opened = True
             yield db
     except WriteError as exc:

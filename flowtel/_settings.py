@@ -59,6 +59,9 @@ class Settings:
     # Pages buffered between stages. Bounded so that a slow Writer slows fetching down long
     # before a waiting cursor could expire.
     channel_pages: int = 2
+    # Database connections committing at once. Two let PostgreSQL store one batch while the
+    # client encodes the next; each stream's batches still commit in order, through one.
+    writers: int = 2
     # Seconds a cursor must still have to be worth using on resume.
     cursor_margin: float = 10.0
     # Resumes of one stream from the same watermark before the progress guard stops the run.
@@ -80,6 +83,7 @@ class Settings:
             ("FLOWTEL_FEED_SHARDS", self.feed_shards, 1),
             ("FLOWTEL_FEED_CONCURRENCY", self.feed_concurrency, 1),
             ("FLOWTEL_CHANNEL_PAGES", self.channel_pages, 1),
+            ("FLOWTEL_WRITERS", self.writers, 1),
             ("FLOWTEL_MAX_RETRIES", self.max_retries, 0),
         ):
             if value < low:

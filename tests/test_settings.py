@@ -44,6 +44,7 @@ def test_precedence_flags_env_file(tmp_path: Path) -> None:
         ({**BASE, "FLOWTEL_VERIFY_TLS": "maybe"}, "FLOWTEL_VERIFY_TLS must be true or false"),
         ({**BASE, "DATABASE_URL": "mysql://u:pw@h/db"}, "DATABASE_URL must be a postgresql:// URL"),
         ({**BASE, "FLOWTEL_FEED_SHARDS": "0"}, "FLOWTEL_FEED_SHARDS must be at least 1, not 0"),
+        ({**BASE, "FLOWTEL_WRITERS": "0"}, "FLOWTEL_WRITERS must be at least 1, not 0"),
         ({**BASE, "FLOWTEL_LISTING_SHARE": "1.5"}, "FLOWTEL_LISTING_SHARE must be in [0, 1)"),
     ],
 )
