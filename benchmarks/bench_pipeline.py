@@ -11,6 +11,7 @@ profile's own limits allow. With --copy (default for `fast`), it also times `psq
 the same rows from a CSV file into an empty copy of the table. --seed S runs another of the
 simulator's datasets and fault sequences (default: the profile's, 1): a run's faults decide
 whether it needs a 14th rate window, and seed 1 meets about 51 of them, enough for one.
+--writers N sets FLOWTEL_WRITERS (the database connections committing at once).
 --slow-writer S makes every COPY into `events` take S seconds longer (a statement trigger in
 the fresh database), so the Writer falls behind fetching: the peak RSS then shows the memory
 bound under full backpressure.
@@ -225,6 +226,9 @@ def main() -> int:
         metavar="S",
         help="every COPY into events takes S seconds longer: a Writer behind fetching",
     )
+    parser.add_argument(
+        "--writers", type=int, default=None, help="FLOWTEL_WRITERS (default: flowtel's own)"
+    )
     args = parser.parse_args()
     config = attrs.evolve(profile(args.profile), events=args.events)
     if args.seed is not None:
@@ -255,6 +259,8 @@ def main() -> int:
             DATABASE_URL=dsn,
             FLOWTEL_PAGE_SIZE=str(args.page_size),
         )
+        if args.writers is not None:
+            env["FLOWTEL_WRITERS"] = str(args.writers)
         simulator = psutil.Process(sim_process.pid)
         simulator_before = sum(simulator.cpu_times()[:2])
         client = run_flowtel(env, log)
@@ -281,6 +287,7 @@ def main() -> int:
     result = {
         "profile": args.profile,
         "seed": config.seed,
+        "writers": args.writers,
         "events": args.events,
         "slow_writer_s": args.slow_writer or None,
         "elapsed_s": round(elapsed, 1),
