@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -13,7 +14,7 @@ import pytest
 import trio
 import trio_asyncio
 
-from flowtel._database import CommitResult, open_database
+from flowtel._database import CommitResult, Database, open_database
 from flowtel._model import Batch
 from flowtel._writer import write_batches
 
@@ -124,21 +125,30 @@ class Commits:
         return [cp.stream for b in self.batches for cp in b.checkpoints]
 
 
-async def test_a_second_lane_commits_while_the_first_waits(database_url: str) -> None:
-    # One connection held up by a lock must not hold up the streams of the other lanes.
+@asynccontextmanager
+async def two_lanes_one_held(
+    dsn: str, held: uuid.UUID
+) -> AsyncIterator[tuple[Database, trio.MemorySendChannel[Batch], Commits, Any]]:
+    """A Writer of two lanes, and the test's own transaction, `hold`, with an uncommitted row
+    of id `held`: the COPY of a batch with that id waits until `hold("ROLLBACK")`. Close the
+    channel before leaving."""
     commits = Commits()
-    events = make_events(6)
     send, receive = trio.open_memory_channel[Batch](10)
     async with (
         trio_asyncio.open_loop(),
-        open_database(database_url) as db,
-        open_transaction(database_url) as hold,
+        open_database(dsn) as db,
+        open_transaction(dsn) as hold,
         trio.open_nursery() as nursery,
     ):
-        # An uncommitted row with an id of stream a's batch: its COPY waits for this
-        # transaction to end.
-        await hold("INSERT INTO events (id, occurred_at) VALUES ($1, now())", events[0].id)
+        await hold("INSERT INTO events (id, occurred_at) VALUES ($1, now())", held)
         nursery.start_soon(partial(write_batches, lanes=2), db, receive, commits)
+        yield db, send, commits, hold
+
+
+async def test_a_second_lane_commits_while_the_first_waits(database_url: str) -> None:
+    # One connection held up by a lock must not hold up the streams of the other lanes.
+    events = make_events(6)
+    async with two_lanes_one_held(database_url, events[0].id) as (_, send, commits, hold):
         await send.send(batch(events[:3], checkpoint("a")))
         await wait_until_a_writer_waits_for_a_lock(hold)
         await send.send(batch(events[3:], checkpoint("b")))
@@ -154,17 +164,8 @@ async def test_a_second_lane_commits_while_the_first_waits(database_url: str) ->
 async def test_a_streams_batches_commit_in_order_through_one_lane(database_url: str) -> None:
     # Stream a's second batch must not commit (with its checkpoint) while its first waits:
     # a crash then would resume a after events that were never stored.
-    commits = Commits()
     events = make_events(9)
-    send, receive = trio.open_memory_channel[Batch](10)
-    async with (
-        trio_asyncio.open_loop(),
-        open_database(database_url) as db,
-        open_transaction(database_url) as hold,
-        trio.open_nursery() as nursery,
-    ):
-        await hold("INSERT INTO events (id, occurred_at) VALUES ($1, now())", events[0].id)
-        nursery.start_soon(partial(write_batches, lanes=2), db, receive, commits)
+    async with two_lanes_one_held(database_url, events[0].id) as (db, send, commits, hold):
         await send.send(batch(events[:3], checkpoint("a", pages=1)))
         await wait_until_a_writer_waits_for_a_lock(hold)
         await send.send(batch(events[3:6], checkpoint("a", pages=2)))
