@@ -163,7 +163,7 @@ async def _ingest(
         connect_database(
             settings.database_url,
             settings.db_reconnect_timeout,
-            max_connections=settings.writers + 1,
+            max_connections=max(3, settings.writers + 1),  # the Writer's, and one more at least
         ) as db,
         db.run_lock(),  # one run per database: a second one gets AlreadyRunning (exit 2)
         http_client(settings, transport) as http,
