@@ -29,6 +29,7 @@ __all__ = [
     "converter",
     "jsonb_text",
     "parse_uuid",
+    "parse_uuids",
     "structure_event",
 ]
 
@@ -61,6 +62,25 @@ def parse_uuid(value: object) -> uuid.UUID:
     elif isinstance(value, uuid.UUID):
         return value
     raise ValueError(f"not a UUID: {value!r:.60}")
+
+
+def parse_uuids(values: list[Any]) -> list[uuid.UUID]:
+    """`parse_uuid` of each value of a page's column, when every one is a hyphenated UUID text.
+
+    Raises ValueError or TypeError otherwise, braced ones included: the caller then goes value
+    by value. `parse_uuid`'s checks run over the whole column at once, in C: the types, then
+    each hyphen's position as one strided slice of the texts joined. The C parser, which takes
+    32 to 36 characters, skips hyphens and wants 32 hex digits, refuses each text that is not
+    36 characters long: the first such text would have its four hyphens where they belong
+    (the texts before it being 36 long), so more than 36 characters or fewer than 32 digits.
+    """
+    if values and set(map(type, values)) != {str}:
+        raise TypeError("not all texts")
+    joined = "".join(values)
+    hyphens = "-" * len(values)
+    if not joined[8::36] == joined[13::36] == joined[18::36] == joined[23::36] == hyphens:
+        raise ValueError("not all hyphenated UUID texts")
+    return list(map(_PgUUID, values))
 
 
 def _optional_uuid(value: object) -> uuid.UUID | None:

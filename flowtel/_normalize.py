@@ -22,20 +22,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from itertools import chain, repeat
 from typing import Any, Final
 
 import orjson
 
 from flowtel._convert import (
     MAX_PROPERTIES_BYTES,
+    _optional_user_uuid,
     all_properties_storable,
     check_properties,
     converter,
     parse_uuid,
+    parse_uuids,
     structure_event,
 )
 from flowtel._model import Event, Rejected
-from flowtel._timestamps import BadTimestamp, parse_instant
+from flowtel._timestamps import BadTimestamp, parse_instant, parse_instants
 
 __all__ = ["MAX_PROPERTIES_BYTES", "normalize", "raw_text"]
 
@@ -44,12 +47,54 @@ _MAX_DEPTH: Final = 200  # properties nested deeper are not stored (orjson's own
 
 def normalize(raw_events: list[Any]) -> tuple[list[Event], list[Rejected]]:
     """Normalize one page: the events to store, and the rejects to keep aside, in page order."""
+    events = _clean_page(raw_events)
+    if events is None:
+        events, rejected = _normalize(raw_events, None)
+    else:
+        rejected = []
     # The properties of the whole page are checked at once, after the loop. In the rare page
     # where one of them must be repaired, the page is normalized again, checking each event.
-    events, rejected = _normalize(raw_events, None)
     if not all_properties_storable(events):
         events, rejected = _normalize(raw_events, check_properties)
     return events, rejected
+
+
+_WIRE_FIELDS: Final = ("id", "timestamp", "sessionId", "userId", "type", "name", "properties")
+
+
+def _clean_page(raw_events: list[Any]) -> list[Event] | None:
+    """The events of a page in which every event is clean and complete, or None.
+
+    What the converter's Event hook does for one event, done for the whole page field by
+    field, each field's checks and conversion in C loops over the page: 1.2 µs an event less
+    than event by event. Clean and complete: every event an object with every field of the
+    contract, each as the hook takes it without a repair (`session` an object, its device
+    type and browser texts; `userId` may be null). On any other page this gives up, and the
+    events go one by one, as the hook decides (`properties` are checked by the caller).
+    """
+    get: Callable[[Any, str], Any] = dict.get
+    try:
+        ids, instants, session_ids, user_ids, kinds, names, properties = (
+            list(map(get, raw_events, repeat(key))) for key in _WIRE_FIELDS
+        )
+        sessions = list(map(get, raw_events, repeat("session")))
+        # dict.get raises TypeError on what is not an object (an event, a session, null).
+        devices = list(map(get, sessions, repeat("deviceType")))
+        browsers = list(map(get, sessions, repeat("browser")))
+        joined = "".join(chain(kinds, names, devices, browsers))  # TypeError: one not a str
+        if "\x00" in joined:
+            return None
+        if not joined.isascii():
+            joined.encode()  # UnicodeEncodeError (a ValueError) on a lone surrogate
+        columns = (
+            parse_uuids(ids),
+            parse_instants(instants),
+            parse_uuids(session_ids),
+            list(map(_optional_user_uuid, user_ids)),
+        )
+    except (TypeError, ValueError):  # a field to repair, or missing
+        return None
+    return list(map(Event, *columns, kinds, names, properties, devices, browsers))
 
 
 def _normalize(

@@ -6,15 +6,16 @@ import datetime as dt
 import json
 import uuid
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowtel._convert import MAX_PROPERTIES_BYTES, converter, parse_uuid
+from flowtel._convert import MAX_PROPERTIES_BYTES, converter, parse_uuid, parse_uuids
 from flowtel._model import Event, Rejected
-from flowtel._normalize import normalize, raw_text
+from flowtel._normalize import _clean_page, _normalize, normalize, raw_text
 
 ID = "3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b"
 SID = "4a1b2c3d-0000-4e6f-8b2a-1c3d5e7f9a0b"
@@ -323,12 +324,109 @@ def test_mixed_page_keeps_order_and_loses_nothing() -> None:
     ]
 
 
+NOT_UUIDS = (
+    "",
+    ID[:-1],
+    ID + "0",
+    ID.replace("-", "_"),
+    "0x" + ID[2:],
+    f"{{{ID}",
+    ID[:7] + "-" + ID[7] + ID[9:],  # 36 characters, a hyphen one place early
+    "-" + ID[1:],  # 36 characters, five hyphens, 31 hex digits
+    None,
+)
+
+
 def test_parse_uuid_is_strict() -> None:
     assert parse_uuid(ID) == uuid.UUID(ID)
     assert parse_uuid(ID).is_safe is uuid.SafeUUID.unknown
-    for bad in ("", ID[:-1], ID + "0", ID.replace("-", "_"), "0x" + ID[2:], f"{{{ID}", None):
+    for bad in NOT_UUIDS:
         with pytest.raises(ValueError):
             parse_uuid(bad)
+
+
+def test_a_column_of_uuids_is_as_strict_as_each_alone() -> None:
+    texts: list[object] = [ID, SID.upper(), UID]
+    assert parse_uuids(texts) == [parse_uuid(text) for text in texts]
+    assert parse_uuids([]) == []
+    for bad in (*NOT_UUIDS, f"{{{ID}}}", uuid.UUID(ID)):  # braces, a UUID: value by value
+        with pytest.raises((ValueError, TypeError)):
+            parse_uuids([*texts, bad])
+    # Lengths that make up for each other keep the later hyphens in their places; the C
+    # parser still refuses the first text of the wrong length.
+    bare = ID.replace("-", "")
+    for misaligned in ([ID + "0", ID[1:]], [bare, "1234" + ID]):
+        with pytest.raises(ValueError):
+            parse_uuids(misaligned)
+
+
+# --- a clean page at once ---------------------------------------------------------------------
+
+
+def clean_event(i: int, **changes: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "id": f"00000000-0000-4000-8000-{i:012x}",
+        "timestamp": 1769541612369 - i,
+    }
+    return wire(**{**fields, **changes})
+
+
+def test_a_clean_page_is_normalized_at_once_as_event_by_event() -> None:
+    page: list[Any] = [
+        clean_event(0),
+        clean_event(1, timestamp="2026-01-27T19:19:13.629Z", userId=None),
+        clean_event(2, id=ID.upper(), type="vidéo", name=""),
+        clean_event(
+            3,
+            timestamp=1769541612,
+            properties=None,
+            session={"id": SID, "deviceType": "d", "browser": "b"},
+        ),
+    ]
+    at_once = _clean_page(page)
+    assert at_once is not None
+    assert at_once == _normalize(page, None)[0]
+    assert normalize(page) == (at_once, [])
+    assert [e.user_id for e in at_once] == [uuid.UUID(UID), None, uuid.UUID(UID), uuid.UUID(UID)]
+    assert at_once[3].occurred_at == dt.datetime(2026, 1, 27, 19, 20, 12, tzinfo=dt.UTC)
+
+
+# One field of one event that the clean-page path must not take, and what the event-by-event
+# path makes of it (stored as is, repaired, or rejected).
+NOT_CLEAN = {
+    "braced id": {"id": f"{{{ID}}}"},
+    "id with a hyphen one place early": {"id": ID[:7] + "-" + ID[7] + ID[9:]},
+    "sessionId null, session.id there": {"sessionId": None},
+    "sessionId missing": {"sessionId": ...},
+    "no session": {"session": ...},
+    "session not an object": {"session": "web"},
+    "browser null": {"session": {"id": SID, "deviceType": "mobile", "browser": None}},
+    "type null": {"type": None},
+    "type a number": {"type": 7},
+    "name with NUL": {"name": "a\x00b"},
+    "name with a lone surrogate": {"name": "a\ud800b"},
+    "timestamp unreadable": {"timestamp": "soon"},
+    "timestamp after 2100": {"timestamp": 4_102_444_800_000},
+    "timestamp missing": {"timestamp": ...},
+    "userId not a UUID": {"userId": "nobody"},
+}
+
+
+@pytest.mark.parametrize("changes", NOT_CLEAN.values(), ids=NOT_CLEAN.keys())
+def test_a_page_with_one_event_not_clean_goes_event_by_event(changes: dict[str, Any]) -> None:
+    page: list[Any] = [clean_event(0), clean_event(1, **changes), clean_event(2)]
+    assert _clean_page([clean_event(0), clean_event(2)]) is not None
+    assert _clean_page(page) is None
+    events, rejected = normalize(page)
+    alone = [normalize([raw]) for raw in page]
+    assert events == [e for evs, _ in alone for e in evs]
+    assert rejected == [r for _, rs in alone for r in rs]
+
+
+def test_a_page_with_a_non_object_goes_event_by_event() -> None:
+    assert _clean_page([clean_event(0), None]) is None
+    assert _clean_page([clean_event(0), [1]]) is None
+    assert _clean_page([]) == []
 
 
 # --- properties -------------------------------------------------------------------------------
@@ -387,3 +485,35 @@ def test_a_page_normalizes_as_its_events_one_by_one(page: list[object]) -> None:
     alone = [normalize([raw]) for raw in page]
     assert events == [e for evs, _ in alone for e in evs]
     assert rejected == [r for _, rs in alone for r in rs]
+
+
+# Events that are clean more often than not, each field sometimes off, so that generated pages
+# take the clean-page path often and miss it in every way.
+NEARLY_CLEAN_FIELDS = {
+    "id": st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper()) | ANY_UUID,
+    "timestamp": st.integers(min_value=100_000_000_000, max_value=4_102_444_799_999) | ANY_TIME,
+    "sessionId": st.uuids().map(str) | ANY_UUID,
+    "userId": st.uuids().map(str) | st.none() | ANY_UUID,
+    "type": st.text(max_size=3) | JSON,
+    "name": st.text(max_size=3) | JSON,
+    "properties": JSON,
+    "session": st.fixed_dictionaries(
+        {"deviceType": st.text(max_size=3), "browser": st.text(max_size=3)},
+        optional={"id": ANY_UUID},
+    )
+    | JSON,
+}
+NEARLY_CLEAN = st.fixed_dictionaries(NEARLY_CLEAN_FIELDS) | EVENTS
+
+
+@settings(max_examples=300)
+@given(st.lists(NEARLY_CLEAN, max_size=4))
+def test_the_clean_page_path_gives_what_event_by_event_gives(page: list[Any]) -> None:
+    at_once = _clean_page(page)
+    one_by_one, rejected = _normalize(page, None)
+    if at_once is not None:
+        assert at_once == one_by_one
+        assert rejected == []
+    with mock.patch("flowtel._normalize._clean_page", return_value=None):
+        event_by_event = normalize(page)
+    assert normalize(page) == event_by_event

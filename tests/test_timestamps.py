@@ -10,7 +10,13 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from flowtel._timestamps import MAX_INSTANT, BadTimestamp, format_instant, parse_instant
+from flowtel._timestamps import (
+    MAX_INSTANT,
+    BadTimestamp,
+    format_instant,
+    parse_instant,
+    parse_instants,
+)
 
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -154,6 +160,8 @@ def test_int_ms_fast_path_is_exact_over_the_whole_range() -> None:
     samples += range(100_000_000_000, 100_000_000_000 + 5_000)
     for ms in samples:
         assert parse_instant(ms) == at_ms(ms), ms
+    # A page's column of them at once (the Normalizer's clean-page path) lands on each too.
+    assert parse_instants(samples) == [at_ms(ms) for ms in samples]
 
 
 def test_format_instant_round_trips() -> None:
@@ -252,3 +260,20 @@ def test_anything_is_an_instant_or_bad_timestamp(value: object) -> None:
         assert result.tzinfo is UTC
         assert EPOCH <= result < MAX_INSTANT
         assert result.microsecond % 1000 == 0
+
+
+# Integers on both sides of the column path's bounds (1e11: seconds below, milliseconds above;
+# 2100), and anything else among them: the column is never read otherwise than value by value.
+EDGES = st.sampled_from([99_999_999_999, 100_000_000_000, MAX_MS - 1, MAX_MS, 0, -1])
+COLUMN_VALUES = st.integers(min_value=100_000_000_000, max_value=MAX_MS - 1) | EDGES | ANYTHING
+
+
+@given(st.lists(COLUMN_VALUES, max_size=6))
+def test_a_column_of_instants_reads_as_each_value_alone(values: list[object]) -> None:
+    try:
+        alone = [parse_instant(value) for value in values]
+    except BadTimestamp:
+        with pytest.raises(BadTimestamp):
+            parse_instants(values)
+    else:
+        assert parse_instants(values) == alone
