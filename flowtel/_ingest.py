@@ -49,7 +49,7 @@ from flowtel._writer import write_batches
 log = logging.getLogger("flowtel")
 
 STATS_PATH = "/internal/stats"
-NORMALIZE_SLICE = 500  # events normalized between two checkpoints (about 2 ms)
+NORMALIZE_SLICE = 500  # events normalized between two checkpoints (1 to 2 ms)
 RESPLIT_EVERY = 2.0  # seconds between asking again for a split that was declined
 GC_YOUNG_THRESHOLD = 1_000_000  # allocations between young-generation passes (Python: 700)
 
