@@ -391,8 +391,8 @@ def test_a_clean_page_is_normalized_at_once_as_event_by_event() -> None:
     assert at_once[3].occurred_at == dt.datetime(2026, 1, 27, 19, 20, 12, tzinfo=dt.UTC)
 
 
-# One field of one event that the clean-page path must not take, and what the event-by-event
-# path makes of it (stored as is, repaired, or rejected).
+# One field of one event that the clean-page path must leave to the event-by-event path (which
+# stores, repairs or rejects it as it always did).
 NOT_CLEAN = {
     "braced id": {"id": f"{{{ID}}}"},
     "id with a hyphen one place early": {"id": ID[:7] + "-" + ID[7] + ID[9:]},
