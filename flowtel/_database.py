@@ -381,7 +381,14 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
-        conn = await self._aio(self._pool.acquire)
+        try:
+            conn = await self._aio(self._pool.acquire)
+        except asyncpg.exceptions._base.InternalClientError as exc:
+            # A new connection whose backend was terminated while the pool set it up: the
+            # server's "terminating connection" notice garbled asyncpg's state between two of
+            # `_init_connection`'s statements (seen once, in a run whose backends were killed
+            # every 0.6 s). The pool has dropped it; connect again.
+            raise _ConnectionLost(_describe(exc)) from exc
         try:
             yield conn
         finally:
