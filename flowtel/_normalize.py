@@ -32,6 +32,7 @@ from flowtel._convert import (
     _optional_user_uuid,
     all_properties_storable,
     check_properties,
+    check_text,
     converter,
     parse_uuid,
     parse_uuids,
@@ -81,11 +82,8 @@ def _clean_page(raw_events: list[Any]) -> list[Event] | None:
         # dict.get raises TypeError on what is not an object (an event, a session, null).
         devices = list(map(get, sessions, repeat("deviceType")))
         browsers = list(map(get, sessions, repeat("browser")))
-        joined = "".join(chain(kinds, names, devices, browsers))  # TypeError: one not a str
-        if "\x00" in joined:
-            return None
-        if not joined.isascii():
-            joined.encode()  # UnicodeEncodeError (a ValueError) on a lone surrogate
+        # The four texts of every event checked at once; the join raises if one is not a str.
+        check_text("".join(chain(kinds, names, devices, browsers)))
         columns = (
             parse_uuids(ids),
             parse_instants(instants),
