@@ -5,6 +5,7 @@ Every wrong value is reported as a `ConfigError` whose message names the setting
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from flowtel._secret import Secret
 
 Source = Literal["auto", "feed", "events"]
 SOURCES: tuple[Source, ...] = ("auto", "feed", "events")
+MAX_FEED_SHARDS = 64
 
 
 def _as_secret(value: Secret | str) -> Secret:
@@ -70,7 +72,7 @@ class Settings:
     db_reconnect_timeout: float = 60.0
 
     def __attrs_post_init__(self) -> None:
-        _check_url("FLOWTEL_API_URL", self.api_url)
+        check_url("FLOWTEL_API_URL", self.api_url)
         if not self.api_key:
             raise ConfigError("FLOWTEL_API_KEY is not set")
         if self.source not in SOURCES:
@@ -85,9 +87,27 @@ class Settings:
             ("FLOWTEL_CHANNEL_PAGES", self.channel_pages, 1),
             ("FLOWTEL_WRITERS", self.writers, 1),
             ("FLOWTEL_MAX_RETRIES", self.max_retries, 0),
+            ("FLOWTEL_DAMAGED_PAGE_RETRIES", self.damaged_page_retries, 0),
+            ("FLOWTEL_MAX_RESUMES_WITHOUT_PROGRESS", self.max_resumes_without_progress, 1),
         ):
             if value < low:
                 raise ConfigError(f"{name} must be at least {low}, not {value}")
+        # Each shard is a stream with its own task and checkpoint row; splits add more as
+        # shards finish, so far more planned ones than the feed's concurrency only cost.
+        if self.feed_shards > MAX_FEED_SHARDS:
+            raise ConfigError(
+                f"FLOWTEL_FEED_SHARDS must be at most {MAX_FEED_SHARDS}, not {self.feed_shards}"
+            )
+        for name, seconds, zero_allowed in (
+            ("FLOWTEL_REQUEST_TIMEOUT", self.request_timeout, False),
+            ("FLOWTEL_BACKOFF_BASE", self.backoff_base, True),
+            ("FLOWTEL_BACKOFF_CAP", self.backoff_cap, False),
+            ("FLOWTEL_CURSOR_MARGIN", self.cursor_margin, True),
+            ("FLOWTEL_DB_RECONNECT_TIMEOUT", self.db_reconnect_timeout, False),
+        ):
+            if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_allowed):
+                least = "0 or more" if zero_allowed else "more than 0"
+                raise ConfigError(f"{name} must be {least} seconds, not {seconds:g}")
         if not 0 <= self.listing_share < 1:
             raise ConfigError(f"FLOWTEL_LISTING_SHARE must be in [0, 1), not {self.listing_share}")
         if self.database_url is not None:
@@ -140,8 +160,15 @@ def merged_environment(
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
     """`KEY=value` lines; `#` comments, `export ` prefixes and surrounding quotes are allowed."""
+    try:
+        # utf-8-sig: a byte order mark, as some Windows editors write, is not part of a key.
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text (save it as UTF-8)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
     values: dict[str, str] = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -173,15 +200,36 @@ def _parse(name: str, text: str, default: object) -> object:
         if isinstance(default, float):
             return float(text)
     except ValueError:
-        kind = "true or false" if isinstance(default, bool) else type(default).__name__
+        kind = (
+            "true or false"
+            if isinstance(default, bool)
+            else "a whole number"
+            if isinstance(default, int)
+            else "a number"
+        )
         raise ConfigError(f"{name} must be {kind}, not {text!r}") from None
     return text
 
 
-def _check_url(name: str, url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{name} must be an http(s) URL, not {url!r}")
+def check_url(name: str, url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number or out of range, a broken IPv6 address
+        valid = False
+    if not valid:
+        raise ConfigError(f"{name} must be an http(s) URL, not {without_password(url)!r}")
+
+
+def without_password(url: str) -> str:
+    """`url` with any user and password before its host replaced by `***`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return f"{scheme}{sep}{netloc}{slash}{path}"
 
 
 def _check_dsn(dsn: str) -> None:

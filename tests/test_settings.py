@@ -38,7 +38,16 @@ def test_precedence_flags_env_file(tmp_path: Path) -> None:
         ({"FLOWTEL_API_URL": "http://x"}, "FLOWTEL_API_KEY is not set"),
         ({"FLOWTEL_API_KEY": KEY}, "FLOWTEL_API_URL is not set"),
         ({**BASE, "FLOWTEL_API_URL": "ftp://x"}, "FLOWTEL_API_URL must be an http(s) URL"),
-        ({**BASE, "FLOWTEL_PAGE_SIZE": "lots"}, "FLOWTEL_PAGE_SIZE must be int, not 'lots'"),
+        (
+            {**BASE, "FLOWTEL_API_URL": "htp://u:pw@127.0.0.1:1"},
+            "FLOWTEL_API_URL must be an http(s) URL, not 'htp://***@127.0.0.1:1'",
+        ),
+        ({**BASE, "FLOWTEL_API_URL": "http://h:port"}, "FLOWTEL_API_URL must be an http(s) URL"),
+        (
+            {**BASE, "FLOWTEL_PAGE_SIZE": "lots"},
+            "FLOWTEL_PAGE_SIZE must be a whole number, not 'lots'",
+        ),
+        ({**BASE, "FLOWTEL_BACKOFF_CAP": "soon"}, "FLOWTEL_BACKOFF_CAP must be a number, not"),
         ({**BASE, "FLOWTEL_PAGE_SIZE": "9000"}, "FLOWTEL_PAGE_SIZE must be between 1 and 5000"),
         ({**BASE, "FLOWTEL_SOURCE": "ftp"}, "FLOWTEL_SOURCE must be one of auto, feed, events"),
         ({**BASE, "FLOWTEL_VERIFY_TLS": "maybe"}, "FLOWTEL_VERIFY_TLS must be true or false"),
@@ -46,6 +55,39 @@ def test_precedence_flags_env_file(tmp_path: Path) -> None:
         ({**BASE, "FLOWTEL_FEED_SHARDS": "0"}, "FLOWTEL_FEED_SHARDS must be at least 1, not 0"),
         ({**BASE, "FLOWTEL_WRITERS": "0"}, "FLOWTEL_WRITERS must be at least 1, not 0"),
         ({**BASE, "FLOWTEL_LISTING_SHARE": "1.5"}, "FLOWTEL_LISTING_SHARE must be in [0, 1)"),
+        ({**BASE, "FLOWTEL_FEED_SHARDS": "100000"}, "FLOWTEL_FEED_SHARDS must be at most 64"),
+        (
+            {**BASE, "FLOWTEL_DAMAGED_PAGE_RETRIES": "-5"},
+            "FLOWTEL_DAMAGED_PAGE_RETRIES must be at least 0, not -5",
+        ),
+        (
+            {**BASE, "FLOWTEL_MAX_RESUMES_WITHOUT_PROGRESS": "0"},
+            "FLOWTEL_MAX_RESUMES_WITHOUT_PROGRESS must be at least 1, not 0",
+        ),
+        (
+            {**BASE, "FLOWTEL_REQUEST_TIMEOUT": "0"},
+            "FLOWTEL_REQUEST_TIMEOUT must be more than 0 seconds, not 0",
+        ),
+        (
+            {**BASE, "FLOWTEL_REQUEST_TIMEOUT": "-5"},
+            "FLOWTEL_REQUEST_TIMEOUT must be more than 0 seconds, not -5",
+        ),
+        (
+            {**BASE, "FLOWTEL_BACKOFF_BASE": "-1"},
+            "FLOWTEL_BACKOFF_BASE must be 0 or more seconds, not -1",
+        ),
+        (
+            {**BASE, "FLOWTEL_BACKOFF_CAP": "nan"},
+            "FLOWTEL_BACKOFF_CAP must be more than 0 seconds, not nan",
+        ),
+        (
+            {**BASE, "FLOWTEL_CURSOR_MARGIN": "-1"},
+            "FLOWTEL_CURSOR_MARGIN must be 0 or more seconds, not -1",
+        ),
+        (
+            {**BASE, "FLOWTEL_DB_RECONNECT_TIMEOUT": "inf"},
+            "FLOWTEL_DB_RECONNECT_TIMEOUT must be more than 0 seconds, not inf",
+        ),
     ],
 )
 def test_wrong_settings_are_named(environ: dict[str, str], message: str) -> None:
@@ -60,6 +102,19 @@ def test_bad_env_file_line(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("FLOWTEL_API_URL=http://x\nthis is not a setting\n")
     with pytest.raises(ConfigError, match=r"line 2: expected KEY=value"):
+        Settings.from_env(environ={}, env_file=env_file)
+
+
+def test_an_env_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"FLOWTEL_API_URL=http://x\nFLOWTEL_API_KEY={KEY}\n", encoding="utf-8-sig")
+    assert Settings.from_env(environ={}, env_file=env_file).api_url == "http://x"
+
+
+def test_an_env_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"FLOWTEL_API_URL=http://x\nFLOWTEL_API_KEY={KEY}\n", encoding="utf-16")
+    with pytest.raises(ConfigError, match=r"\.env is not UTF-8 text"):
         Settings.from_env(environ={}, env_file=env_file)
 
 
