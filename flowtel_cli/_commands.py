@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import math
 import os
 import signal
 import sys
@@ -89,7 +90,7 @@ def _say(output: Output, message: str) -> None:
 def make_output(environment: dict[str, str]) -> Output:
     log_format = (environment.get("FLOWTEL_LOG_FORMAT") or "text").lower()
     every = _number(environment, "FLOWTEL_PROGRESS_EVERY", 10.0)
-    if every <= 0:
+    if not 0 < every < math.inf:  # nan too
         raise ConfigError(f"FLOWTEL_PROGRESS_EVERY must be a positive number, not {every:g}")
     return Output(mode=choose_mode(log_format, sys.stderr), every=every)
 
@@ -124,6 +125,7 @@ def _command(
         port = metrics_port(environment)
         return lambda settings: _run(settings, output, port)
     if args["check"]:
+        metrics_port(environment)  # what `run` would refuse, `check` names too
         return _check
     repo, force = args["--repo"], bool(args["--force"])
     return lambda settings: _submit(settings, repo, force)
@@ -133,7 +135,12 @@ def _sources(args: dict[str, Any]) -> tuple[dict[str, Any], None, str]:
     flags = {name: args.get(flag) for flag, name in FLAG_SETTINGS.items()}
     source = args.get("--source")
     flags["FLOWTEL_SOURCE"] = source if source != "auto" else None
-    return flags, None, args.get("--env-file") or ".env"
+    env_file = args.get("--env-file")
+    if env_file is None:
+        return flags, None, ".env"  # read if there is one
+    if not os.path.isfile(env_file):  # named, so meant: not to be passed over in silence
+        raise ConfigError(f"--env-file {env_file}: no such file")
+    return flags, None, env_file
 
 
 def load_settings(args: dict[str, Any]) -> Settings:

@@ -73,9 +73,10 @@ def simulate(args: dict[str, Any]) -> int:
     # The dataset's fixed tables live as long as the process: keep them out of every GC pass.
     gc.collect()
     gc.freeze()
+    code = 0
     try:
         trio.run(_run, sim, str(args.get("--host") or "127.0.0.1"), port)
-    except OSError as exc:
-        print(f"flowtel-cli simulate: cannot listen: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    except* OSError as group:  # Trio's nursery wraps it: a port in use, a host not ours
+        print(f"flowtel-cli simulate: cannot listen: {group.exceptions[0]}", file=sys.stderr)
+        code = 2
+    return code

@@ -26,7 +26,7 @@ Options:
   --api-url=URL        Base URL of the API (env FLOWTEL_API_URL).
   --database-url=DSN   PostgreSQL DSN (env DATABASE_URL); unset: an embedded PostgreSQL in
                        the user's data folder (env FLOWTEL_DATA_DIR to move it).
-  --env-file=FILE      Read settings from this file too. [default: .env]
+  --env-file=FILE      Read settings from this file too (default: .env, if there is one).
   --log-level=LEVEL    debug, info, warning or error (env FLOWTEL_LOG_LEVEL; default: info).
   --log-format=FORMAT  text or json (env FLOWTEL_LOG_FORMAT; default: text). text: live
                        progress on a terminal, a progress line every few seconds otherwise;

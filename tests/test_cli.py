@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -68,6 +69,38 @@ def test_bad_database(tmp_path: Path, dsn: str, expected: str) -> None:
     assert "Traceback" not in result.stderr
     if expected != "secretpw":
         assert expected in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "extra", "expected"),
+    [
+        (["check", "--env-file=missing.env"], {}, "--env-file missing.env: no such file"),
+        (["check"], {"FLOWTEL_PROGRESS_EVERY": "nan"}, "FLOWTEL_PROGRESS_EVERY must be"),
+        (["check", "--metrics-port=abc"], {}, "FLOWTEL_METRICS_PORT must be a port number"),
+        (["submit", "--repo="], {}, "--repo must be an http(s) URL, not ''"),
+        (["status"], {"DATABASE_URL": "", "FLOWTEL_DATA_DIR": "a-file/x"}, "FLOWTEL_DATA_DIR"),
+    ],
+)
+def test_more_wrong_settings_in_one_line(
+    tmp_path: Path, database_url: str, args: list[str], extra: dict[str, str], expected: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    env = cli_env(None, database_url, FLOWTEL_API_URL="http://127.0.0.1:9", FLOWTEL_API_KEY=KEY)
+    one_line_error(run_cli(args, {**env, **extra}, tmp_path), expected)
+
+
+def test_a_simulator_that_cannot_listen_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            ["simulate", f"--port={port}", "--events=100"], cli_env(None, None), tmp_path
+        )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("flowtel-cli simulate: cannot listen:"), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 def test_bad_option(tmp_path: Path) -> None:
