@@ -350,6 +350,7 @@ class Database:
         # While a run lock is taken: the server pid of the connection that holds it, or None
         # while that connection is being replaced (commits wait). Unset: no fence.
         self._run_lock_pid: int | None = None
+        self._reached = False  # once the server answered, a failure is a connection lost
         self._run_lock_taken = False
 
     # ---- the bridge --------------------------------------------------------------------
@@ -454,6 +455,7 @@ class Database:
                 async with self._connection() as conn:
                     # Watchdog: a connection dropped mid-COPY can leave asyncpg waiting
                     # forever (seen over unix sockets). Cancelling it frees it.
+                    self._reached = True
                     try:
                         with trio.move_on_after(self.command_timeout):
                             return await op(conn)
@@ -483,7 +485,10 @@ class Database:
                         f"database unreachable for {self.reconnect_timeout:g} s"
                         f" ({self.dsn_display}): {reason}"
                     ) from None
-                log.warning("%s: database connection lost (%s); retrying", what, reason)
+                problem = (
+                    "database connection lost" if self._reached else "cannot reach the database"
+                )
+                log.warning("%s: %s (%s); retrying", what, problem, reason)
                 await trio.sleep(min(delay * random.uniform(0.5, 1.0), self.reconnect_timeout))
                 delay = min(delay * 2, 2.0)
             except passthrough:
@@ -737,6 +742,11 @@ class Database:
         """Every attempt, oldest first."""
         rows = await self._fetch("read submissions", "SELECT * FROM submissions ORDER BY id")
         return [dict(row) for row in rows]
+
+    async def has_schema(self) -> bool:
+        """Whether flowtel's tables are here (schema_meta is flowtel's own; `events` may not be)."""
+        found = await self._fetchval("look for the schema", "SELECT to_regclass('schema_meta')")
+        return found is not None
 
     async def status(self) -> dict[str, Any]:
         """What `flowtel-cli status` shows: counts, checkpoints, the last run, submissions."""

@@ -569,15 +569,23 @@ async def _summarize(db: Database, run: Run) -> Summary:
 
 @asynccontextmanager
 async def connect_database(
-    dsn: str, reconnect_timeout: float = 60.0, max_connections: int = 3
+    dsn: str, reconnect_timeout: float = 60.0, max_connections: int = 3, *, look: bool = False
 ) -> AsyncIterator[Database]:
     """`open_database`, where a database that cannot be reached at the start is a wrong
-    setting (exit 2 at the CLI); once open, losing it is a `WriteError` as usual."""
+    setting (exit 2 at the CLI); once open, losing it is a `WriteError` as usual.
+
+    `look=True` (status, check) leaves the schema alone: a look at a database, perhaps the
+    wrong one, must not create tables in it. `Database.has_schema` says if they are there."""
     opened = False
     try:
         async with open_database(
-            dsn, reconnect_timeout=reconnect_timeout, max_connections=max_connections
+            dsn,
+            schema=not look,
+            reconnect_timeout=reconnect_timeout,
+            max_connections=max_connections,
         ) as db:
+            if look:
+                await db.has_schema()  # the first word with the server, as applying it would be
             opened = True
             yield db
     except WriteError as exc:

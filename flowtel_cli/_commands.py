@@ -245,7 +245,11 @@ async def _run(settings: Settings, output: Output, port: int | None) -> int:
 async def _status(database_url: str, output: Output) -> int:
     from flowtel._ingest import connect_database
 
-    async with connect_database(database_url, reconnect_timeout=5.0) as db:
+    async with connect_database(database_url, reconnect_timeout=5.0, look=True) as db:
+        if not await db.has_schema():
+            raise ConfigError(
+                f"no flowtel tables in the database {db.dsn_display}: nothing has run there"
+            )
         status = await db.status()
     if output.mode == "json":
         output.result("status", status=status_record(status))
@@ -421,9 +425,12 @@ async def _check(settings: Settings) -> int:
     if settings.database_url is None:
         print("--   DATABASE_URL not set: `run` will start an embedded PostgreSQL")
     else:
-        async with connect_database(settings.database_url, reconnect_timeout=5.0) as db:
-            stored = await db.count_events()
-        print(f"ok   database reachable; {stored:,} events stored")
+        async with connect_database(settings.database_url, reconnect_timeout=5.0, look=True) as db:
+            stored = await db.count_events() if await db.has_schema() else None
+        if stored is None:
+            print("ok   database reachable; no flowtel tables yet (`run` creates them)")
+        else:
+            print(f"ok   database reachable; {stored:,} events stored")
     return 1 if problems else 0
 
 

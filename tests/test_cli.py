@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from flowtel._schema import schema_sql
+
 try:
     from tests.e2e import CLI, cli_env, run_cli, simulator_process
     from tests.helpers import expected_rows, stored_rows
@@ -110,9 +112,10 @@ def test_bad_option(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args", [["--help"], ["status"]])
 def test_a_reader_that_goes_away_ends_the_command_quietly(
-    tmp_path: Path, database_url: str, args: list[str]
+    tmp_path: Path, database_url: str, pg_admin: Any, args: list[str]
 ) -> None:
     """`flowtel-cli status | head -1`: stdout is a pipe nobody reads any more."""
+    pg_admin.execute(schema_sql())  # as after a run: status has something to print
     read_end, write_end = os.pipe()
     os.close(read_end)  # every write to stdout now fails, whenever it comes
     try:
@@ -129,6 +132,24 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(
         os.close(write_end)
     assert result.stderr == ""
     assert result.returncode == 141
+
+
+def test_status_and_check_leave_a_database_without_flowtel_tables_alone(
+    tmp_path: Path, database_url: str, pg_admin: Any
+) -> None:
+    """A look at a database, perhaps the wrong one, creates nothing in it."""
+    pg_admin.execute("CREATE TABLE customers (id int)")
+    with simulator_process("fast", events=100) as server:
+        env = cli_env(server, database_url)
+        check = run_cli(["check"], env, tmp_path)
+    status = run_cli(["status"], env, tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "database reachable; no flowtel tables yet" in check.stdout
+    one_line_error(status, "no flowtel tables in the database")
+    tables = pg_admin.fetch(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+    )
+    assert [row["table_name"] for row in tables] == ["customers"]
 
 
 def test_the_key_and_tokens_never_show(tmp_path: Path, database_url: str, pg_admin: object) -> None:
