@@ -396,16 +396,21 @@ def status_record(status: dict[str, Any]) -> dict[str, Any]:
 async def _check(settings: Settings) -> int:
     """Is the key accepted, the database reachable, what the headers announce, is the feed there."""
     from flowtel._api import Api
+    from flowtel._errors import ApiError
     from flowtel._ingest import api_total, connect_database, http_client
     from flowtel._retry import Backoff
+    from flowtel._settings import without_password
     from flowtel._tokens import TokenKeeper
 
     problems = 0
+    shown = without_password(settings.api_url)
     async with http_client(settings, None) as http:
         api = Api(http, settings.api_key)
-        total = await api_total(api)
-        counted = f"{total:,}" if total is not None else "an unknown number of"
-        print(f"ok   API key accepted by {api.base_url}; the API counts {counted} events")
+        total = await api_total(api)  # a refused key or no answer at all: a wrong setting
+        if total is not None:
+            print(f"ok   API key accepted by {shown}; the API counts {total:,} events")
+        else:  # no total is not a refusal: the listing's answer below says if the key is good
+            print(f"--   {shown}: no total from /internal/stats (the contract does not promise it)")
         try:
             answer = await api.get("/api/v1/events", {"limit": 1})
             h = answer.headers
@@ -417,6 +422,10 @@ async def _check(settings: Settings) -> int:
         except FlowtelError as exc:
             problems += 1
             print(f"FAIL events listing: {exc}")
+            if isinstance(exc, ApiError) and exc.status == 404:  # the API is not at this URL
+                raise ConfigError(
+                    f"FLOWTEL_API_URL {shown} has no events listing under it"
+                ) from None
         try:
             access = await TokenKeeper(api, Backoff(max_retries=2)).get()
             print(f"ok   stream feed available at {access.endpoint} (token header {access.header})")

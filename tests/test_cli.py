@@ -134,6 +134,18 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(
     assert result.returncode == 141
 
 
+def test_check_accepts_a_key_only_where_the_api_answers(tmp_path: Path, database_url: str) -> None:
+    with simulator_process("fast", events=100) as server:
+        good = run_cli(["check"], cli_env(server, database_url), tmp_path)
+        wrong = run_cli(
+            ["check"], cli_env(server, database_url, FLOWTEL_API_URL=server.url + "/v2"), tmp_path
+        )
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert f"ok   API key accepted by {server.url}; the API counts 100 events" in good.stdout
+    assert "accepted" not in wrong.stdout, wrong.stdout
+    one_line_error(wrong, f"FLOWTEL_API_URL {server.url}/v2 has no events listing under it")
+
+
 def test_status_and_check_leave_a_database_without_flowtel_tables_alone(
     tmp_path: Path, database_url: str, pg_admin: Any
 ) -> None:
