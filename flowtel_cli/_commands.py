@@ -286,10 +286,12 @@ def _shard(cp: Checkpoint) -> str:
 
 
 def _last_run_line(last: dict[str, Any]) -> str:
-    summary = last.get("summary") or {}
-    outcome = summary.get("outcome", "running or interrupted")
+    started = f"last run: #{last['id']} started {last['started_at']:%Y-%m-%d %H:%M:%S}"
+    summary = last.get("summary")
+    if not summary:  # its counts died with it: say so rather than print zeros
+        return f"{started}, still running or stopped before its summary was written"
     return (
-        f"last run: #{last['id']} started {last['started_at']:%Y-%m-%d %H:%M:%S}, {outcome}, "
+        f"{started}, {summary.get('outcome', '?')}, "
         f"{summary.get('inserted', 0):,} new events in {summary.get('elapsed', 0):.1f} s"
     )
 

@@ -337,6 +337,16 @@ def test_status_as_plain_text_with_a_throughput_chart() -> None:
     ]
 
 
+def test_a_run_without_a_summary_is_not_shown_as_zero_events() -> None:
+    last = {"id": 4, "started_at": dt.datetime(2026, 1, 29, 8, 0, tzinfo=dt.UTC), "summary": None}
+    text = render_status({**STATUS, "last_run": last})
+    line = next(line for line in text.splitlines() if line.startswith("last run:"))
+    assert line == (
+        "last run: #4 started 2026-01-29 08:00:00,"
+        " still running or stopped before its summary was written"
+    )
+
+
 def test_a_long_run_charts_its_last_hour() -> None:
     chart = throughput_chart(list(range(1, 91)))
     assert chart[1].startswith("  minute 31 |") and chart[1].endswith("| minute 90")
