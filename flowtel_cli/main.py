@@ -56,6 +56,7 @@ Exit codes: 0 done, 1 failed or incomplete, 2 wrong setting, 130 SIGINT, 143 SIG
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from typing import Any
@@ -85,7 +86,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         args: dict[str, Any] = docopt(__doc__, argv=argv, version=f"flowtel {__version__}")
     except DocoptExit as exc:
-        print(str(exc).strip(), file=sys.stderr)
+        print(usage_error(sys.argv[1:] if argv is None else argv, str(exc)), file=sys.stderr)
         return 2
     if args["simulate"]:
         from flowtel_cli._simulate import simulate
@@ -94,6 +95,37 @@ def _main(argv: list[str] | None) -> int:
     from flowtel_cli._commands import dispatch
 
     return dispatch(args)
+
+
+def usage_error(argv: list[str], message: str) -> str:
+    """docopt's refusal as one line that names the command and its usage.
+
+    docopt-ng says what it could not match in its own reprs (`Warning: found unmatched
+    (duplicate?) arguments [Option(None, '--bogus', 0, True)]`), which tells a person little.
+    """
+    first = message.strip().partition("\n")[0]
+    if first.startswith("Usage:"):
+        return message.strip()  # no arguments at all: the usage, as docopt prints it
+    if not first.startswith("Warning:"):  # its own words, such as "--port requires argument"
+        return f"flowtel-cli: {first} (flowtel-cli --help shows the usage)"
+    words = [word for word in argv if not word.startswith("-")]
+    if not words:
+        return "flowtel-cli: no command given (flowtel-cli --help lists them)"
+    usage = [
+        " ".join(line.split()) for line in __doc__.splitlines() if line.startswith("  flowtel-cli ")
+    ]
+    own = [line for line in usage if line.split()[1] == words[0]]
+    if not own:
+        return f"flowtel-cli: unknown command {words[0]!r} (flowtel-cli --help lists them)"
+    unmatched = re.findall(r"Option\([^,]*, '(-[-\w]+)'", first)
+    unknown = [name for name in unmatched if f"  {name}" not in __doc__]
+    if unknown:
+        reason = f"unknown option {', '.join(unknown)}"
+    elif unmatched:
+        reason = f"{', '.join(unmatched)} is not an option of {words[0]}"
+    else:
+        reason = "wrong or missing arguments"
+    return f"flowtel-cli {words[0]}: {reason}; usage: {own[0]}"
 
 
 if __name__ == "__main__":

@@ -105,9 +105,21 @@ def test_a_simulator_that_cannot_listen_says_so_in_one_line(tmp_path: Path) -> N
     assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
-def test_bad_option(tmp_path: Path) -> None:
-    result = run_cli(["run", "--bogus"], cli_env(None, None), tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "--bogus"], "flowtel-cli run: unknown option --bogus; usage: flowtel-cli run "),
+        (["submit"], "flowtel-cli submit: wrong or missing arguments; usage: flowtel-cli submit "),
+        (["check", "--source=events"], "flowtel-cli check: --source is not an option of check;"),
+        (["bogus"], "flowtel-cli: unknown command 'bogus'"),
+        (["simulate", "--port"], "flowtel-cli: --port requires argument"),
+    ],
+)
+def test_bad_usage_in_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = run_cli(args, cli_env(None, None), tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(expected), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 @pytest.mark.parametrize("args", [["--help"], ["status"]])
