@@ -989,6 +989,10 @@ async def open_database(
         raise ConfigError(f"database URL is not valid: {display}") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"database URL must start with postgresql://, got {display}")
+    if parts.netloc.count("@") > 1:  # the server's address would be read from the password
+        raise ConfigError(
+            f"database URL {display}: write an '@' in the user name or password as %40"
+        )
     loop = trio_asyncio.current_loop.get()
     if loop is not None:
         async with _open(

@@ -379,13 +379,17 @@ async def test_config_errors_are_one_line_without_password(database_url: str) ->
         with_database(database_url, "flowtel_no_such_db"),
         "postgresql://u:s3cretpw@127.0.0.1:notaport/x",
         "mysql://u:s3cretpw@127.0.0.1/x",
+        "postgresql://u:s3cretpw@x@127.0.0.1/x",  # an '@' left unencoded in the password
     ]
+    messages = []
     for dsn in cases:
         with pytest.raises(ConfigError) as info:
             async with open_database(dsn, reconnect_timeout=1):
                 pass
         message = str(info.value)
+        messages.append(message)
         assert "s3cretpw" not in message and "\n" not in message, message
+    assert "write an '@' in the user name or password as %40" in messages[-1]
 
 
 async def test_iter_ids_streams_every_id_once(database_url: str) -> None:
