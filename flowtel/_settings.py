@@ -159,7 +159,8 @@ def merged_environment(
 
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
-    """`KEY=value` lines; `#` comments, `export ` prefixes and surrounding quotes are allowed."""
+    """`KEY=value` lines; `#` comments (after a value too), `export ` prefixes and surrounding
+    quotes are allowed."""
     try:
         # utf-8-sig: a byte order mark, as some Windows editors write, is not part of a key.
         text = Path(path).read_text(encoding="utf-8-sig")
@@ -176,9 +177,9 @@ def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
         if match is None:
             raise ConfigError(f"{path}, line {number}: expected KEY=value")
         key, value = match.groups()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
+        quoted = re.fullmatch(r"""(['"])(.*)\1\s*(?:#.*)?""", value)
+        # A comment after a value, as in most .env files: ` #` begins it, `#` alone does not.
+        values[key] = quoted.group(2) if quoted else re.split(r"\s#", value, maxsplit=1)[0].rstrip()
     return values
 
 

@@ -105,6 +105,18 @@ def test_bad_env_file_line(tmp_path: Path) -> None:
         Settings.from_env(environ={}, env_file=env_file)
 
 
+def test_an_env_file_may_comment_after_a_value(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        f"FLOWTEL_API_URL='http://x' # the simulator\nFLOWTEL_API_KEY={KEY}  # mine\n"
+        "DATABASE_URL=postgresql://u:a#b@h/db\n"
+    )
+    settings = Settings.from_env(environ={}, env_file=env_file)
+    assert settings.api_url == "http://x"
+    assert settings.api_key.reveal() == KEY
+    assert settings.database_url == "postgresql://u:a#b@h/db"  # no space before: not a comment
+
+
 def test_an_env_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text(f"FLOWTEL_API_URL=http://x\nFLOWTEL_API_KEY={KEY}\n", encoding="utf-8-sig")
