@@ -23,6 +23,7 @@ import json
 import logging
 import operator
 import random
+import re
 import socket
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -939,10 +940,24 @@ class Database:
 
     async def _apply_schema(self) -> None:
         sql = schema_sql()
+        tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", sql)
 
         async def body(conn: Any) -> None:
             # Serializes concurrent appliers; released at COMMIT.
             await self._aio(conn.execute, "SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_KEY)
+            # IF NOT EXISTS would pass over another application's `events` or `runs`, and the
+            # run would then write into it. schema_meta, created first, marks flowtel's own.
+            foreign = await self._aio(
+                conn.fetchval,
+                "SELECT array_agg(name ORDER BY name) FROM unnest($1::text[]) AS name"
+                " WHERE to_regclass('schema_meta') IS NULL AND to_regclass(name) IS NOT NULL",
+                tables,
+            )
+            if foreign:
+                raise ConfigError(
+                    f"the database {self.dsn_display} has tables that are not flowtel's"
+                    f" ({', '.join(foreign)}): give flowtel a database of its own"
+                )
             await self._aio(conn.execute, sql)
 
         await self._retrying(

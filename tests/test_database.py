@@ -374,6 +374,16 @@ async def test_unreachable_database_raises_write_error_after_the_timeout(
             pass
 
 
+async def test_another_applications_tables_are_not_taken_for_flowtels(
+    database_url: str, pg_admin: Any
+) -> None:
+    pg_admin.execute("CREATE TABLE events (id int, payload text); CREATE TABLE runs (n int)")
+    with pytest.raises(ConfigError, match=r"has tables that are not flowtel's \(events, runs\)"):
+        async with open_database(database_url, reconnect_timeout=1):
+            pass
+    assert pg_admin.fetchval("SELECT to_regclass('schema_meta')") is None  # nothing created
+
+
 async def test_config_errors_are_one_line_without_password(database_url: str) -> None:
     cases = [
         with_database(database_url, "flowtel_no_such_db"),
