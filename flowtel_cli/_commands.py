@@ -126,9 +126,9 @@ def _command(
         return lambda settings: _run(settings, output, port)
     if args["check"]:
         metrics_port(environment)  # what `run` would refuse, `check` names too
-        return _check
+        return lambda settings: _check(settings, output)
     repo, force = args["--repo"], bool(args["--force"])
-    return lambda settings: _submit(settings, repo, force)
+    return lambda settings: _submit(settings, repo, force, output)
 
 
 def _sources(args: dict[str, Any]) -> tuple[dict[str, Any], None, str]:
@@ -395,7 +395,7 @@ def status_record(status: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _check(settings: Settings) -> int:
+async def _check(settings: Settings, output: Output) -> int:
     """Is the key accepted, the database reachable, what the headers announce, is the feed there."""
     from flowtel._api import Api
     from flowtel._errors import ApiError
@@ -404,50 +404,68 @@ async def _check(settings: Settings) -> int:
     from flowtel._settings import without_password
     from flowtel._tokens import TokenKeeper
 
+    def report(mark: str, check: str, text: str) -> None:
+        """`ok   ...`, `--   ...` or `FAIL ...`; with --log-format json, one record each."""
+        status = {"ok": "ok", "--": "note", "FAIL": "fail"}[mark]
+        output.result(f"{mark:<4} {text}", check=check, status=status)
+
     problems = 0
     shown = without_password(settings.api_url)
     async with http_client(settings, None) as http:
         api = Api(http, settings.api_key)
         total = await api_total(api)  # a refused key or no answer at all: a wrong setting
         if total is not None:
-            print(f"ok   API key accepted by {shown}; the API counts {total:,} events")
+            report("ok", "api", f"API key accepted by {shown}; the API counts {total:,} events")
         else:  # no total is not a refusal: the listing's answer below says if the key is good
-            print(f"--   {shown}: no total from /internal/stats (the contract does not promise it)")
+            report(
+                "--",
+                "api",
+                f"{shown}: no total from /internal/stats (the contract does not promise it)",
+            )
         try:
             answer = await api.get("/api/v1/events", {"limit": 1})
             h = answer.headers
-            print(
-                f"ok   events listing: {h.get('x-ratelimit-limit', '?')} requests per window, "
+            report(
+                "ok",
+                "listing",
+                f"events listing: {h.get('x-ratelimit-limit', '?')} requests per window, "
                 f"{h.get('x-ratelimit-remaining', '?')} left, window resets in "
-                f"{h.get('x-ratelimit-reset', '?')} s (this check used one)"
+                f"{h.get('x-ratelimit-reset', '?')} s (this check used one)",
             )
         except FlowtelError as exc:
             problems += 1
-            print(f"FAIL events listing: {exc}")
+            report("FAIL", "listing", f"events listing: {exc}")
             if isinstance(exc, ApiError) and exc.status == 404:  # the API is not at this URL
                 raise ConfigError(
                     f"FLOWTEL_API_URL {shown} has no events listing under it"
                 ) from None
         try:
             access = await TokenKeeper(api, Backoff(max_retries=2)).get()
-            print(f"ok   stream feed available at {access.endpoint} (token header {access.header})")
+            report(
+                "ok",
+                "feed",
+                f"stream feed available at {access.endpoint} (token header {access.header})",
+            )
         except FlowtelError as exc:
-            print(f"--   stream feed not available ({exc}); runs will use the events listing")
+            report(
+                "--", "feed", f"stream feed not available ({exc}); runs will use the events listing"
+            )
     if settings.database_url is None:
-        print("--   DATABASE_URL not set: `run` will start an embedded PostgreSQL")
+        report("--", "database", "DATABASE_URL not set: `run` will start an embedded PostgreSQL")
     else:
         async with connect_database(settings.database_url, reconnect_timeout=5.0, look=True) as db:
             stored = await db.count_events() if await db.has_schema() else None
         if stored is None:
-            print("ok   database reachable; no flowtel tables yet (`run` creates them)")
+            report(
+                "ok", "database", "database reachable; no flowtel tables yet (`run` creates them)"
+            )
         else:
-            print(f"ok   database reachable; {stored:,} events stored")
+            report("ok", "database", f"database reachable; {stored:,} events stored")
     return 1 if problems else 0
 
 
-async def _submit(settings: Settings, repo: str, force: bool) -> int:
+async def _submit(settings: Settings, repo: str, force: bool, output: Output) -> int:
     from flowtel._submit import submit
 
-    result = await submit(settings, repo, force=force)
-    print(result)
+    output.result(await submit(settings, repo, force=force))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -149,12 +150,21 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(
 def test_check_accepts_a_key_only_where_the_api_answers(tmp_path: Path, database_url: str) -> None:
     with simulator_process("fast", events=100) as server:
         good = run_cli(["check"], cli_env(server, database_url), tmp_path)
+        as_json = run_cli(["check", "--log-format=json"], cli_env(server, database_url), tmp_path)
         wrong = run_cli(
             ["check"], cli_env(server, database_url, FLOWTEL_API_URL=server.url + "/v2"), tmp_path
         )
     assert good.returncode == 0, good.stdout + good.stderr
     assert f"ok   API key accepted by {server.url}; the API counts 100 events" in good.stdout
     assert "accepted" not in wrong.stdout, wrong.stdout
+    records = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [(r["check"], r["status"]) for r in records] == [
+        ("api", "ok"),
+        ("listing", "ok"),
+        ("feed", "ok"),
+        ("database", "ok"),
+    ], as_json.stdout
+    assert records[0]["message"].startswith("ok   API key accepted by")
     one_line_error(wrong, f"FLOWTEL_API_URL {server.url}/v2 has no events listing under it")
 
 
