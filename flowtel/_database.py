@@ -454,9 +454,9 @@ class Database:
         while True:
             try:
                 async with self._connection() as conn:
+                    self._reached = True
                     # Watchdog: a connection dropped mid-COPY can leave asyncpg waiting
                     # forever (seen over unix sockets). Cancelling it frees it.
-                    self._reached = True
                     try:
                         with trio.move_on_after(self.command_timeout):
                             return await op(conn)
