@@ -69,14 +69,18 @@ EXIT_BROKEN_PIPE = 141  # as a process killed by SIGPIPE, which Python ignores
 
 
 def main(argv: list[str] | None = None) -> int:
-    code = None
+    code = EXIT_BROKEN_PIPE
     try:
-        code = _main(argv)
+        try:
+            result = _main(argv)
+        finally:  # --help exits through here too
+            sys.stdout.flush()  # what a pipe buffered would fail at exit, where none catches it
+        code = result
     except* BrokenPipeError:
         # Whoever read stdout went away (`flowtel-cli status | head -1`): end quietly, as
         # `cat` would, and send what is still buffered nowhere, or exiting would fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return EXIT_BROKEN_PIPE if code is None else code
+    return code
 
 
 def _main(argv: list[str] | None) -> int:

@@ -123,9 +123,10 @@ def test_bad_usage_in_one_line(tmp_path: Path, args: list[str], expected: str) -
     assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
+@pytest.mark.parametrize("unbuffered", ["", "1"])  # stdout's buffer flushed at exit, or not
 @pytest.mark.parametrize("args", [["--help"], ["status"]])
 def test_a_reader_that_goes_away_ends_the_command_quietly(
-    tmp_path: Path, database_url: str, pg_admin: Any, args: list[str]
+    tmp_path: Path, database_url: str, pg_admin: Any, args: list[str], unbuffered: str
 ) -> None:
     """`flowtel-cli status | head -1`: stdout is a pipe nobody reads any more."""
     pg_admin.execute(schema_sql())  # as after a run: status has something to print
@@ -134,7 +135,7 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(
     try:
         result = subprocess.run(
             [*CLI, *args],
-            env=cli_env(None, database_url),
+            env={**cli_env(None, database_url), "PYTHONUNBUFFERED": unbuffered},
             cwd=tmp_path,
             stdout=write_end,
             stderr=subprocess.PIPE,
