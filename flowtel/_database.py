@@ -744,6 +744,11 @@ class Database:
         rows = await self._fetch("read submissions", "SELECT * FROM submissions ORDER BY id")
         return [dict(row) for row in rows]
 
+    @property
+    def reached(self) -> bool:
+        """Whether the server has answered once: a failure after that is a connection lost."""
+        return self._reached
+
     async def has_schema(self) -> bool:
         """Whether flowtel's tables are here (schema_meta is flowtel's own; `events` may not be)."""
         found = await self._fetchval("look for the schema", "SELECT to_regclass('schema_meta')")

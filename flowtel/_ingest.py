@@ -576,7 +576,7 @@ async def connect_database(
 
     `look=True` (status, check) leaves the schema alone: a look at a database, perhaps the
     wrong one, must not create tables in it. `Database.has_schema` says if they are there."""
-    opened = False
+    opened: Database | None = None
     try:
         async with open_database(
             dsn,
@@ -584,12 +584,10 @@ async def connect_database(
             reconnect_timeout=reconnect_timeout,
             max_connections=max_connections,
         ) as db:
-            if look:
-                await db.has_schema()  # the first word with the server, as applying it would be
-            opened = True
+            opened = db
             yield db
     except WriteError as exc:
-        if opened:
+        if opened is not None and opened.reached:
             raise
         raise ConfigError(f"DATABASE_URL: {exc}") from None
 

@@ -82,6 +82,11 @@ def test_bad_database(tmp_path: Path, dsn: str, expected: str) -> None:
         (["check", "--metrics-port=abc"], {}, "FLOWTEL_METRICS_PORT must be a port number"),
         (["submit", "--repo="], {}, "--repo must be an http(s) URL, not ''"),
         (["status"], {"DATABASE_URL": "", "FLOWTEL_DATA_DIR": "a-file/x"}, "FLOWTEL_DATA_DIR"),
+        (  # never reached, even with the schema left alone: a wrong setting
+            ["status"],
+            {"DATABASE_URL": "postgresql://u@127.0.0.1:9/x"},
+            "DATABASE_URL: database unreachable for 5 s",
+        ),
     ],
 )
 def test_more_wrong_settings_in_one_line(
